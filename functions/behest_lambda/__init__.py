@@ -1,0 +1,1 @@
+"""behest-lambda: Behest token mint and chat relay for AWS Lambda."""

@@ -1,0 +1,120 @@
+"""Tenant credentials: which mode a BEHEST_KEY selects, and the key material ready to use."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from . import settings as names
+from .errors import ConfigurationError
+
+API_KEY_PREFIX = "behest_sk_live_"
+PEM_PREFIX = "behest_pk_"
+_PEM_MARKERS = ("BEGIN PRIVATE KEY", "BEGIN RSA PRIVATE KEY")
+
+SIGN = "sign"
+API_KEY = "api_key"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a mint needs: in sign mode a loaded RSA key with its kid, tenant and project; else an API key."""
+
+    mode: str
+    api_key: Optional[str] = None
+    signing_key: Any = None  # cryptography RSAPrivateKey; typed loosely so API-key mode never imports it
+    kid: Optional[str] = None
+    tenant_id: Optional[str] = None
+    project_id: Optional[str] = None
+
+    def __repr__(self) -> str:
+        return f"Credentials(mode={self.mode!r}, kid={self.kid!r})"
+
+
+def detect_mode(raw_key: str) -> tuple[str, str]:
+    """Return (mode, material) exactly as the official SDK decides it; the material is an API key or a PEM."""
+    key = raw_key.strip()
+    if key.startswith(API_KEY_PREFIX):
+        return API_KEY, key
+    if key.startswith(PEM_PREFIX):
+        pem = key[len(PEM_PREFIX):].strip()
+        if any(marker in pem for marker in _PEM_MARKERS):
+            return SIGN, pem
+        raise ConfigurationError(f"{names.BEHEST_KEY} starts with {PEM_PREFIX} but no PEM private key follows")
+    try:
+        decoded = base64.b64decode(key, validate=False).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = ""
+    if any(marker in decoded for marker in _PEM_MARKERS):
+        return SIGN, decoded
+    hint = " (a raw PEM needs the behest_pk_ prefix)" if "-----BEGIN" in key else ""
+    raise ConfigurationError(
+        f"{names.BEHEST_KEY} must be an API key ({API_KEY_PREFIX}…), {PEM_PREFIX}<PEM>, "
+        f"or a base64-encoded RSA private key{hint}"
+    )
+
+
+def credentials_from(key_value: str, fallback: Mapping[str, Optional[str]]) -> Credentials:
+    """Build Credentials from a BEHEST_KEY string or a JSON secret object, with fallback ids from settings.
+
+    A JSON secret may carry BEHEST_KEY with BEHEST_KID, BEHEST_TENANT_ID and BEHEST_PROJECT_ID
+    so that a rotation swaps key and kid in one write; values in it win over the fallback.
+    """
+    fields = dict(fallback)
+    stripped = key_value.strip()
+    if stripped.startswith("{"):
+        try:
+            document = json.loads(stripped)
+        except ValueError as e:
+            raise ConfigurationError("the key secret is not valid JSON") from e
+        if not isinstance(document, dict) or not isinstance(document.get(names.BEHEST_KEY), str):
+            raise ConfigurationError(f"the key secret's JSON object needs a string {names.BEHEST_KEY}")
+        for name in (names.BEHEST_KID, names.BEHEST_TENANT_ID, names.BEHEST_PROJECT_ID):
+            value = document.get(name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigurationError(f"the key secret's {name} must be a string")
+            if value:
+                fields[name] = value
+        stripped = document[names.BEHEST_KEY]
+
+    mode, material = detect_mode(stripped)
+    if mode == API_KEY:
+        return Credentials(mode=API_KEY, api_key=material)
+
+    missing = [n for n in (names.BEHEST_KID, names.BEHEST_TENANT_ID, names.BEHEST_PROJECT_ID) if not fields.get(n)]
+    if missing:
+        raise ConfigurationError(f"sign mode requires {', '.join(missing)}")
+    return Credentials(
+        mode=SIGN,
+        signing_key=load_signing_key(material),
+        kid=fields[names.BEHEST_KID],
+        tenant_id=fields[names.BEHEST_TENANT_ID],
+        project_id=fields[names.BEHEST_PROJECT_ID],
+    )
+
+
+def load_signing_key(pem: str) -> Any:
+    """Parse an RSA private key PEM once, then prove it signs correctly."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from .jws import rs256_sign, rs256_verify
+
+    try:
+        # OpenSSL 3's full RSA validation costs ~35 ms per load; a sign-then-verify with the
+        # derived public key below catches a corrupt key for ~0.3 ms instead.
+        key = load_pem_private_key(pem.encode("ascii"), password=None, unsafe_skip_rsa_key_validation=True)
+    except (ValueError, TypeError, UnicodeEncodeError) as e:
+        raise ConfigurationError("the tenant private key is not a readable unencrypted PEM") from e
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        raise ConfigurationError("the tenant private key must be an RSA key of at least 2048 bits")
+    probe = b"behest-lambda key check"
+    try:
+        rs256_verify(key.public_key(), probe, rs256_sign(key, probe))
+    except InvalidSignature:
+        raise ConfigurationError("the tenant private key is corrupt: its signatures do not verify") from None
+    return key

@@ -1,0 +1,121 @@
+"""The bundle's errors: one root, one subclass per failure, each with its one HTTP status."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class BehestLambdaError(Exception):
+    """Root of every error the functions turn into an HTTP answer."""
+
+    status = 500
+    code = "internal_error"
+    type = "server_error"  # OpenAI's error `type`, so OpenAI SDKs raise the matching class
+
+    def __init__(self, message: str, *, retry_after: Optional[int] = None, code: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        if code is not None:
+            self.code = code
+
+
+class ConfigurationError(BehestLambdaError):
+    """The deployment is misconfigured; the message names the variables."""
+
+    status = 500
+    code = "configuration_error"
+
+
+class InvalidRequestError(BehestLambdaError):
+    """The caller sent a malformed body or field."""
+
+    status = 400
+    code = "invalid_request"
+    type = "invalid_request_error"
+
+
+class UnauthenticatedError(BehestLambdaError):
+    """No verified identity reached the function."""
+
+    status = 401
+    code = "unauthenticated"
+    type = "authentication_error"
+
+
+class ForbiddenError(BehestLambdaError):
+    """The verified caller may not do this (server-side policy)."""
+
+    status = 403
+    code = "forbidden"
+    type = "permission_error"
+
+
+class NotFoundError(BehestLambdaError):
+    """No route for this path."""
+
+    status = 404
+    code = "not_found"
+    type = "invalid_request_error"
+
+
+class MethodNotAllowedError(BehestLambdaError):
+    """The route exists, the method does not."""
+
+    status = 405
+    code = "method_not_allowed"
+    type = "invalid_request_error"
+
+
+class PayloadTooLargeError(BehestLambdaError):
+    """The body is over the configured size cap."""
+
+    status = 413
+    code = "payload_too_large"
+    type = "invalid_request_error"
+
+
+class SigningKeyUnavailableError(BehestLambdaError):
+    """The tenant key cannot be had (Secrets Manager down, denied or malformed) and no usable cached key."""
+
+    status = 503
+    code = "signing_key_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class UpstreamError(BehestLambdaError):
+    """Behest answered with a failure or could not be reached."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """Behest did not answer within the configured timeout."""
+
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamStatusError(UpstreamError):
+    """Behest answered 4xx: the status, code and Retry-After pass through to the caller."""
+
+    def __init__(self, status: int, message: str, *, code: str, retry_after: Optional[int] = None) -> None:
+        super().__init__(message, retry_after=retry_after, code=code)
+        self.status = status
+        self.type = _OPENAI_TYPES.get(status, "invalid_request_error")
+
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    451: "content_policy_violation",
+}

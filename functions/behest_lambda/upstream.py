@@ -1,0 +1,100 @@
+"""Calls to Behest over stdlib urllib: explicit timeouts, no redirects, failures as our own errors."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from .errors import UpstreamError, UpstreamTimeoutError
+
+# Lambda's synchronous response cap; a larger upstream answer could not be returned anyway.
+MAX_RESPONSE_BYTES = 6 * 1024 * 1024
+USER_AGENT = "behest-lambda/1.0"
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect would replay the bearer token to another URL: treat it as the answer instead."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener: Optional[urllib.request.OpenerDirector] = None
+
+
+def _get_opener() -> urllib.request.OpenerDirector:
+    global _opener
+    if _opener is None:
+        _opener = urllib.request.build_opener(_RefuseRedirects)
+    return _opener
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    """A whole upstream answer: status, lower-cased headers, body bytes."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+def open_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Any:
+    """POST and return the open response (any status); the caller reads and closes it.
+
+    `timeout` bounds the connect and every later read, so a stalled stream fails too.
+    """
+    request = urllib.request.Request(url, data=body, method="POST", headers={"User-Agent": USER_AGENT, **headers})
+    try:
+        return _get_opener().open(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        return e  # an HTTPError is also the response: status, headers and body
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, (socket.timeout, TimeoutError)):
+            raise UpstreamTimeoutError(f"Behest did not answer within {timeout:g} s") from e
+        raise UpstreamError(f"Behest is unreachable ({_reason(e.reason)})") from e
+    except (TimeoutError, socket.timeout) as e:
+        raise UpstreamTimeoutError(f"Behest did not answer within {timeout:g} s") from e
+    except OSError as e:  # reset or refused after the URL was accepted
+        raise UpstreamError(f"Behest connection failed ({_reason(e)})") from e
+
+
+def post_json(url: str, payload: Any, headers: Mapping[str, str], timeout: float) -> UpstreamResponse:
+    """POST a JSON payload and read the whole answer."""
+    body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    response = open_post(url, body, {"Content-Type": "application/json", "Accept": "application/json", **headers}, timeout)
+    with response:
+        return UpstreamResponse(response.status, lower_headers(response.headers), read_capped(response, timeout))
+
+
+def read_capped(response: Any, timeout: float) -> bytes:
+    """Read a body up to MAX_RESPONSE_BYTES, mapping read failures to upstream errors."""
+    try:
+        data = response.read(MAX_RESPONSE_BYTES + 1)
+    except (TimeoutError, socket.timeout) as e:
+        raise UpstreamTimeoutError(f"Behest stopped sending within {timeout:g} s") from e
+    except (OSError, http.client.HTTPException) as e:
+        raise UpstreamError(f"Behest connection failed mid-answer ({_reason(e)})") from e
+    if len(data) > MAX_RESPONSE_BYTES:
+        raise UpstreamError("Behest's answer is larger than a Lambda response can carry")
+    return bytes(data)
+
+
+def lower_headers(headers: Any) -> dict[str, str]:
+    """Header names lower-cased (last value wins)."""
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def _reason(reason: object) -> str:
+    return type(reason).__name__ if not isinstance(reason, str) else reason
