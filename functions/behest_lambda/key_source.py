@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.parse
 from typing import Any, Callable, Optional, Protocol
 
 from . import settings as names
@@ -141,6 +140,7 @@ class SecretsManagerFetcher:
 
     def _via_extension(self, secret_id: str) -> str:
         import http.client
+        import urllib.parse
 
         connection = http.client.HTTPConnection("localhost", self._port, timeout=SECRET_FETCH_TIMEOUT)
         path = "/secretsmanager/get?secretId=" + urllib.parse.quote(secret_id, safe="")
