@@ -5,9 +5,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Protocol
 
-from .errors import BehestLambdaError, InvalidRequestError, MethodNotAllowedError, PayloadTooLargeError
+from .errors import (
+    BehestLambdaError,
+    ConfigurationError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    PayloadTooLargeError,
+)
+from .telemetry import Telemetry
 
 JSON_HEADERS = {"content-type": "application/json", "cache-control": "no-store"}
 
@@ -110,6 +117,38 @@ def error_headers(error: BehestLambdaError) -> dict[str, str]:
 def error_response(error: BehestLambdaError) -> dict[str, Any]:
     """The HTTP answer for one of our errors."""
     return json_response(error.status, error_body(error), error_headers(error))
+
+
+def refusal(telemetry: Telemetry, error: BehestLambdaError) -> dict[str, Any]:
+    """Log and count a refused request, then answer it."""
+    level = telemetry.error if error.status >= 500 else telemetry.info
+    level("request refused", status=error.status, code=error.code, detail=error.message)
+    telemetry.metric("RequestRefused", code=error.code)
+    return error_response(error)
+
+
+class Route(Protocol):
+    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+Handler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
+
+
+def entry_point(build: Callable[[Telemetry], Route], telemetry: Telemetry) -> Handler:
+    """A Lambda handler that builds its route on first use (so a configuration error is answered, not crashed on)."""
+    route: Optional[Route] = None
+
+    def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        nonlocal route
+        telemetry.start_invocation(context)
+        if route is None:
+            try:
+                route = build(telemetry)
+            except ConfigurationError as e:
+                return refusal(telemetry, e)
+        return route.handle(event)
+
+    return handler
 
 
 class _DuplicateKeyError(ValueError):

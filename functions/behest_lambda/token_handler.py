@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from . import apigw
-from .errors import BehestLambdaError, ConfigurationError
+from .errors import BehestLambdaError
 from .identity import identity_from_event
 from .key_source import key_source_for
 from .mint import Minter, MintRequest
@@ -43,7 +43,7 @@ class TokenFunction:
             request = MintRequest.from_body(apigw.json_object_body(event, self.settings.max_body_bytes))
             result = self.minter.mint(identity, request)
         except BehestLambdaError as e:
-            return failure(self.telemetry, e)
+            return apigw.refusal(self.telemetry, e)
         self.telemetry.info(
             "token minted", uid=identity.user_id, sid=result.session_id, kid=result.kid, ttl=result.ttl,
             tier=identity.tier, continued=request.session_id is not None,
@@ -52,25 +52,4 @@ class TokenFunction:
         return apigw.json_response(200, result.as_body())
 
 
-def failure(telemetry: Telemetry, error: BehestLambdaError) -> dict[str, Any]:
-    """Log and count a refused request, then answer it."""
-    level = telemetry.error if error.status >= 500 else telemetry.info
-    level("request refused", status=error.status, code=error.code, detail=error.message)
-    telemetry.metric("RequestRefused", code=error.code)
-    return apigw.error_response(error)
-
-
-_telemetry = Telemetry(SERVICE)
-_function: Optional[TokenFunction] = None
-
-
-def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda handler: build the function on first use, then serve the event."""
-    global _function
-    _telemetry.start_invocation(context)
-    if _function is None:
-        try:
-            _function = TokenFunction.from_env(_telemetry)
-        except ConfigurationError as e:
-            return failure(_telemetry, e)
-    return _function.handle(event)
+handler = apigw.entry_point(TokenFunction.from_env, Telemetry(SERVICE))

@@ -8,7 +8,7 @@ import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from .errors import UpstreamError, UpstreamTimeoutError
 
@@ -89,6 +89,32 @@ def read_capped(response: Any, timeout: float) -> bytes:
     if len(data) > MAX_RESPONSE_BYTES:
         raise UpstreamError("Behest's answer is larger than a Lambda response can carry")
     return bytes(data)
+
+
+def stream_chunks(response: Any, deadline: float, clock: Callable[[], float]) -> Iterator[bytes]:
+    """Yield body bytes as they arrive until the end, or until `deadline` on `clock` passes."""
+    with response:
+        while True:
+            remaining = deadline - clock()
+            if remaining <= 0:
+                raise UpstreamTimeoutError("Behest's stream ran past the relay's upstream timeout")
+            _set_read_timeout(response, remaining)
+            try:
+                chunk = response.read1(65536)
+            except (TimeoutError, socket.timeout) as e:
+                raise UpstreamTimeoutError("Behest's stream stalled past the relay's upstream timeout") from e
+            except (OSError, http.client.HTTPException) as e:
+                raise UpstreamError(f"Behest's stream broke off ({_reason(e)})") from e
+            if not chunk:
+                return
+            yield chunk
+
+
+def _set_read_timeout(response: Any, seconds: float) -> None:
+    # urllib gives no handle on the socket; without one the open-time timeout still bounds each read.
+    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
 
 
 def lower_headers(headers: Any) -> dict[str, str]:
