@@ -44,7 +44,7 @@ class MintRequest:
     session_id: Optional[str] = None
 
     @classmethod
-    def from_body(cls, body: Optional[Mapping[str, Any]]) -> "MintRequest":
+    def from_body(cls, body: Optional[Mapping[str, Any]]) -> MintRequest:
         """Read `ttl` and `sessionId` from a JSON body; every other field is ignored."""
         if body is None:
             return cls()

@@ -33,7 +33,7 @@ class RelayFunction:
         self.telemetry = telemetry
 
     @classmethod
-    def from_env(cls, telemetry: Telemetry, environ: Optional[Mapping[str, str]] = None) -> "RelayFunction":
+    def from_env(cls, telemetry: Telemetry, environ: Optional[Mapping[str, str]] = None) -> RelayFunction:
         """Read the environment once; a configuration error names the variables at fault."""
         settings = Settings.from_env(environ)
         telemetry.configure(settings.log_level, settings.metrics_namespace)

@@ -87,7 +87,7 @@ class Settings:
     metrics_namespace: str
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
         """Read and validate the environment; raise ConfigurationError naming every bad variable."""
         env = os.environ if environ is None else environ
         problems: list[str] = []

@@ -29,7 +29,7 @@ class TokenFunction:
         self.telemetry = telemetry
 
     @classmethod
-    def from_env(cls, telemetry: Telemetry, environ: Optional[Mapping[str, str]] = None) -> "TokenFunction":
+    def from_env(cls, telemetry: Telemetry, environ: Optional[Mapping[str, str]] = None) -> TokenFunction:
         """Read the environment once; a configuration error names the variables at fault."""
         settings = Settings.from_env(environ)
         telemetry.configure(settings.log_level, settings.metrics_namespace)

@@ -8,9 +8,10 @@ from typing import Any
 
 import jwt
 import pytest
-
-from behest_lambda import token_handler
+from behest_lambda import apigw, token_handler
+from behest_lambda.telemetry import Telemetry
 from behest_lambda.token_handler import TokenFunction
+
 from tests.support import (
     AUDIENCE,
     ISSUER,
@@ -247,26 +248,40 @@ def test_the_lambda_handler_answers_a_configuration_error_as_json_naming_the_var
 ) -> None:
     for name in ("BEHEST_KEY", "BEHEST_API_KEY", "BEHEST_KEY_SECRET_ID"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(token_handler, "_function", None)
+    handler = apigw.entry_point(TokenFunction.from_env, CapturedTelemetry())
 
-    response = token_handler.handler(load_event("token_mint"), FakeContext())
+    response = handler(load_event("token_mint"), FakeContext())
 
     assert response["statusCode"] == 500
     assert "BEHEST_KEY" in body_of(response)["error"]["message"]
 
 
-def test_the_lambda_handler_builds_once_and_serves_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_lambda_handler_builds_once_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in sign_env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(token_handler, "_function", None)
+    builds: list[TokenFunction] = []
 
-    first = token_handler.handler(load_event("token_mint"), FakeContext())
-    built = token_handler._function
-    second = token_handler.handler(load_event("token_mint"), FakeContext())
+    def build(telemetry: Telemetry) -> TokenFunction:
+        builds.append(TokenFunction.from_env(telemetry))
+        return builds[-1]
+
+    handler = apigw.entry_point(build, CapturedTelemetry())
+    first = handler(load_event("token_mint"), FakeContext())
+    second = handler(load_event("token_mint"), FakeContext())
 
     assert first["statusCode"] == second["statusCode"] == 200
-    assert token_handler._function is built
+    assert len(builds) == 1
     verify(body_of(second)["token"])
+
+
+def test_the_deployed_handler_serves_a_mint(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in sign_env().items():
+        monkeypatch.setenv(name, value)
+    import importlib
+
+    module = importlib.reload(token_handler)
+
+    verify(body_of(module.handler(load_event("token_mint"), FakeContext()))["token"])
 
 
 def test_logs_carry_the_request_id_and_a_metric_but_never_the_token_or_key(
