@@ -1,0 +1,265 @@
+"""The chat relay as clients use it: the real OpenAI SDK → local HTTP API (JWT authorizer) → relay → stand-in Behest."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Iterator
+
+import jwt
+import openai
+import pytest
+
+from behest_lambda.relay_handler import RelayFunction
+from behest_lambda.token_handler import TokenFunction
+from devstack.behest_standin import Fault, StandinGateway
+from devstack.identity_provider import LocalIdentityProvider
+from devstack.local_api import JwtAuthorizer, LocalHttpApi
+from tests.support import KID, PROJECT_ID, TENANT_ID, CapturedTelemetry, private_key, public_key, sign_env
+
+CHAT = "/v1/chat/completions"
+TOKEN = "/api/behest/token"
+API_KEY = "behest_sk_live_relay_tests"
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def identity_provider() -> Iterator[LocalIdentityProvider]:
+    with LocalIdentityProvider() as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[StandinGateway]:
+    gateway = StandinGateway()
+    gateway.register_key(KID, public_key("tenant"))
+    gateway.register_api_key(API_KEY, TENANT_ID, PROJECT_ID)
+    with gateway:
+        yield gateway
+
+
+@pytest.fixture(autouse=True)
+def fresh_standin(standin: StandinGateway) -> Iterator[None]:
+    standin.clear_faults()
+    standin.clear_records()
+    yield
+    standin.clear_faults()
+
+
+class Stack:
+    """The local HTTP API routing both functions, built from one environment."""
+
+    def __init__(self, provider: LocalIdentityProvider, env: dict[str, str]) -> None:
+        self.telemetry = CapturedTelemetry("relay")
+        relay = RelayFunction.from_env(self.telemetry, env)
+        token = TokenFunction.from_env(self.telemetry, env)
+        self.api = LocalHttpApi(
+            {("POST", CHAT): lambda event, context: relay.handle(event),
+             ("POST", TOKEN): lambda event, context: token.handle(event)},
+            JwtAuthorizer(provider.issuer, [provider.audience], provider.jwks_url),
+        ).start()
+        self.provider = provider
+
+    def client(self, user: str = "user-42", **options: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.api.url + "/v1", api_key=self.provider.issue(user), max_retries=0, **options)
+
+    def async_client(self, user: str = "user-42") -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.api.url + "/v1", api_key=self.provider.issue(user), max_retries=0)
+
+
+def make_stack(provider: LocalIdentityProvider, standin: StandinGateway, **env: str) -> Iterator[Stack]:
+    stack = Stack(provider, sign_env(BEHEST_BASE_URL=standin.url, BEHEST_UPSTREAM_TIMEOUT="1.5", **env))
+    yield stack
+    stack.api.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(identity_provider: LocalIdentityProvider, standin: StandinGateway) -> Iterator[Stack]:
+    yield from make_stack(identity_provider, standin)
+
+
+def assert_every_upstream_request_was_for(standin: StandinGateway, user: str) -> None:
+    chats = [r for r in standin.requests if r.path == CHAT]
+    assert chats, "the stand-in saw no chat request"
+    for recorded in chats:
+        assert recorded.claims is not None and recorded.claims["uid"] == user
+        assert recorded.body["user"] == user
+
+
+def test_a_completion_comes_back_for_the_verified_user(stack: Stack, standin: StandinGateway) -> None:
+    completion = stack.client().chat.completions.create(messages=HI, model="any-model")
+
+    assert completion.choices[0].message.content == "Hello user-42! You said: hi"
+    assert_every_upstream_request_was_for(standin, "user-42")
+    recorded = standin.requests[-1]
+    assert recorded.header("x-session-id") == recorded.claims["sid"]  # type: ignore[index]
+
+
+def test_model_may_be_omitted(stack: Stack, standin: StandinGateway) -> None:
+    # The SDK insists on a model argument; the wire format does not.
+    completion = stack.client().post("/chat/completions", body={"messages": HI}, cast_to=dict)
+
+    assert completion["model"] == "behest-default"
+    assert "model" not in standin.requests[-1].body
+
+
+def test_a_spoofed_user_field_is_not_honoured(stack: Stack, standin: StandinGateway) -> None:
+    completion = stack.client("alice").chat.completions.create(messages=HI, model="m", user="admin")
+
+    assert completion.choices[0].message.content.startswith("Hello alice!")  # type: ignore[union-attr]
+    assert_every_upstream_request_was_for(standin, "alice")
+
+
+def test_a_stream_is_consumed_by_the_sync_sdk(stack: Stack, standin: StandinGateway) -> None:
+    stream = stack.client().chat.completions.create(messages=HI, model="m", stream=True)
+
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+    assert text == "Hello user-42! You said: hi"
+    assert standin.requests[-1].header("accept") == "text/event-stream"
+
+
+def test_the_async_sdk_completes_and_streams(stack: Stack) -> None:
+    async def run() -> tuple[str, str]:
+        client = stack.async_client("bob")
+        completion = await client.chat.completions.create(messages=HI, model="m")
+        stream = await client.chat.completions.create(messages=HI, model="m", stream=True)
+        streamed = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+        await client.close()
+        return completion.choices[0].message.content or "", streamed
+
+    completed, streamed = asyncio.run(run())
+
+    assert completed == streamed == "Hello bob! You said: hi"
+
+
+def test_the_session_id_header_is_continued_and_echoed(stack: Stack, standin: StandinGateway) -> None:
+    raw = stack.client().chat.completions.with_raw_response.create(
+        messages=HI, model="m", extra_headers={"X-Session-Id": "chat-session-7"}
+    )
+
+    assert raw.headers["x-session-id"] == "chat-session-7"
+    assert standin.requests[-1].claims["sid"] == "chat-session-7"  # type: ignore[index]
+
+
+def test_without_a_session_id_a_new_one_is_made_and_echoed(stack: Stack, standin: StandinGateway) -> None:
+    raw = stack.client().chat.completions.with_raw_response.create(messages=HI, model="m")
+
+    assert len(raw.headers["x-session-id"]) == 36
+    assert standin.requests[-1].header("x-session-id") == raw.headers["x-session-id"]
+
+
+def test_a_429_raises_rate_limit_error_carrying_retry_after(stack: Stack, standin: StandinGateway) -> None:
+    standin.inject(Fault("status", status=429, retry_after=7, code="rate_limited", path="chat"))
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        stack.client().chat.completions.create(messages=HI, model="m")
+
+    assert caught.value.response.headers["retry-after"] == "7"
+    assert caught.value.code == "rate_limited"
+
+
+@pytest.mark.parametrize(("status", "code"), [(402, "quota_exceeded"), (403, "forbidden"), (451, "pii_blocked")])
+def test_other_upstream_4xx_keep_their_status_and_code(stack: Stack, standin: StandinGateway, status: int, code: str) -> None:
+    standin.inject(Fault("status", status=status, code=code, path="chat"))
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        stack.client().chat.completions.create(messages=HI, model="m")
+
+    assert (caught.value.status_code, caught.value.code) == (status, code)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_an_upstream_5xx_is_a_502(stack: Stack, standin: StandinGateway, status: int) -> None:
+    standin.inject(Fault("status", status=status, path="chat"))
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        stack.client().chat.completions.create(messages=HI, model="m")
+
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_error"
+
+
+def test_a_slow_upstream_is_a_504(stack: Stack, standin: StandinGateway) -> None:
+    standin.inject(Fault("delay", seconds=3, path="chat"))
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        stack.client().chat.completions.create(messages=HI, model="m")
+
+    assert caught.value.status_code == 504
+    assert caught.value.code == "upstream_timeout"
+
+
+def test_an_unreachable_upstream_is_a_502(identity_provider: LocalIdentityProvider, unused_port: int) -> None:
+    stack = Stack(identity_provider, sign_env(BEHEST_BASE_URL=f"http://127.0.0.1:{unused_port}"))
+    try:
+        with pytest.raises(openai.APIStatusError) as caught:
+            stack.client().chat.completions.create(messages=HI, model="m")
+    finally:
+        stack.api.stop()
+
+    assert caught.value.status_code == 502
+    assert "unreachable" in caught.value.message
+
+
+def test_garbage_from_upstream_is_a_502(stack: Stack, standin: StandinGateway) -> None:
+    standin.inject(Fault("garbage", path="chat"))
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        stack.client().chat.completions.create(messages=HI, model="m")
+
+    assert caught.value.status_code == 502
+
+
+def test_a_reset_mid_stream_ends_the_stream_with_an_error_the_sdk_raises(stack: Stack, standin: StandinGateway) -> None:
+    standin.inject(Fault("reset_after", chunks=2, path="chat"))
+    received: list[str] = []
+
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in stack.client().chat.completions.create(messages=HI, model="m", stream=True):
+            received.append(chunk.choices[0].delta.content or "")
+
+    assert len(received) == 2
+    assert "broke off" in caught.value.message
+
+
+def test_a_stream_that_never_ends_is_cut_at_the_upstream_timeout(stack: Stack, standin: StandinGateway) -> None:
+    standin.inject(Fault("endless", seconds=0.05, path="chat"))
+
+    with pytest.raises(openai.APIError) as caught:
+        list(stack.client().chat.completions.create(messages=HI, model="m", stream=True))
+
+    assert "timeout" in caught.value.message
+
+
+def test_a_caller_without_a_valid_identity_token_is_refused_by_the_authorizer(stack: Stack, standin: StandinGateway) -> None:
+    claims = {"sub": "user-42", "iss": stack.provider.issuer, "aud": stack.provider.audience, "exp": 2**31}
+    forged_hs256 = jwt.encode(claims, "an attacker's own secret, 32+ bytes long", algorithm="HS256")
+    forged_rs256 = jwt.encode(claims, private_key("other"), algorithm="RS256", headers={"kid": stack.provider.kid})
+    expired = stack.provider.issue("user-42", ttl=-60)
+    wrong_audience = stack.provider.issue("user-42", audience="another-app")
+    for key in ("behest_sk_live_anything", forged_hs256, forged_rs256, expired, wrong_audience):
+        client = openai.OpenAI(base_url=stack.api.url + "/v1", api_key=key, max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            client.chat.completions.create(messages=HI, model="m")
+
+    assert not standin.requests
+
+
+def test_bad_bodies_get_a_400_before_anything_reaches_behest(stack: Stack, standin: StandinGateway) -> None:
+    with pytest.raises(openai.BadRequestError):
+        stack.client().chat.completions.create(messages=[], model="m")
+
+    assert not standin.requests
+
+
+def test_api_key_mode_mints_through_behest_then_relays(identity_provider: LocalIdentityProvider,
+                                                        standin: StandinGateway) -> None:
+    env = {"BEHEST_KEY": API_KEY, "BEHEST_KID": "", "BEHEST_TENANT_ID": "", "BEHEST_PROJECT_ID": ""}
+    for stack in make_stack(identity_provider, standin, **env):
+        completion = stack.client("carol").chat.completions.create(messages=HI, model="m")
+
+        assert completion.choices[0].message.content == "Hello carol! You said: hi"
+        assert [r.path for r in standin.requests] == ["/v1/auth/mint", CHAT]
+        assert standin.requests[0].header("authorization") == f"Bearer {API_KEY}"
+        assert_every_upstream_request_was_for(standin, "carol")
+        assert API_KEY not in stack.telemetry.text()
