@@ -86,6 +86,10 @@ class Minter:
         self._clock = clock
         self._make_id = make_id
 
+    def mode(self) -> str:
+        """The mode of the credentials held now (sign or api_key)."""
+        return self._key_source.get().mode
+
     def clamp_ttl(self, requested: Optional[int]) -> int:
         """The requested lifetime, held to [60 s, BEHEST_MAX_TTL]; the default when none is asked."""
         ttl = self._settings.default_ttl if requested is None else requested

@@ -263,3 +263,31 @@ def test_api_key_mode_mints_through_behest_then_relays(identity_provider: LocalI
         assert standin.requests[0].header("authorization") == f"Bearer {API_KEY}"
         assert_every_upstream_request_was_for(standin, "carol")
         assert API_KEY not in stack.telemetry.text()
+
+
+def test_api_key_mode_reuses_a_fresh_token_per_user_and_session(identity_provider: LocalIdentityProvider,
+                                                                 standin: StandinGateway) -> None:
+    env = {"BEHEST_KEY": API_KEY, "BEHEST_KID": "", "BEHEST_TENANT_ID": "", "BEHEST_PROJECT_ID": ""}
+    for stack in make_stack(identity_provider, standin, **env):
+        dave, erin = stack.client("dave"), stack.client("erin")
+        for _ in range(3):
+            dave.chat.completions.create(messages=HI, model="m")
+        erin.chat.completions.create(messages=HI, model="m")
+        dave.chat.completions.create(messages=HI, model="m", extra_headers={"X-Session-Id": "other-session"})
+
+        mints = [r.body["user_id"] for r in standin.requests if r.path == "/v1/auth/mint"]
+        assert mints == ["dave", "erin", "dave"]
+        assert_every_upstream_request_was_for_each_caller(standin)
+
+
+def test_sign_mode_mints_a_fresh_token_for_every_request(stack: Stack, standin: StandinGateway) -> None:
+    client = stack.client()
+    for _ in range(3):
+        client.chat.completions.create(messages=HI, model="m")
+
+    assert len({r.claims["jti"] for r in standin.requests if r.claims}) == 3
+
+
+def assert_every_upstream_request_was_for_each_caller(standin: StandinGateway) -> None:
+    for recorded in (r for r in standin.requests if r.path == CHAT):
+        assert recorded.claims is not None and recorded.claims["uid"] == recorded.body["user"]

@@ -1,0 +1,343 @@
+"""template.yaml, transformed by aws-sam-translator and linted by cfn-lint, offline: what it deploys."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from behest_lambda import settings as names
+from cfnlint.api import lint
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+from samtranslator.yaml_helper import intrinsics_multi_constructor
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+REGION = "us-east-1"
+S3_CODE = "s3://bucket/key.zip"
+
+TOKEN_ROUTE = "/api/behest/token"
+CHAT_ROUTE = "/v1/chat/completions"
+API_GATEWAY_HTTP_LIMIT_S = 30
+
+SECRET_ARN = {"Fn::If": ["CreateKeySecret", {"Ref": "KeySecret"}, {"Ref": "ExistingKeySecretArn"}]}
+
+SHARED_VARIABLES = {
+    "BEHEST_BASE_URL", "BEHEST_KEY_SECRET_ID", "BEHEST_KID", "BEHEST_TENANT_ID", "BEHEST_PROJECT_ID",
+    "BEHEST_TTL", "BEHEST_MAX_TTL", "BEHEST_TIER", "BEHEST_USER_CLAIM", "BEHEST_TIER_CLAIM", "BEHEST_TIER_MAP",
+    "BEHEST_KEY_CACHE_TTL", "BEHEST_KEY_GRACE_PERIOD", "BEHEST_MINT_TIMEOUT", "LOG_LEVEL",
+}
+RELAY_ONLY_VARIABLES = {"BEHEST_UPSTREAM_TIMEOUT", "BEHEST_ALLOWED_MODELS", "BEHEST_MAX_TOKENS"}
+
+
+class _IntrinsicsLoader(yaml.SafeLoader):
+    """SafeLoader that reads !Ref, !Sub, !If … as their JSON forms, without touching yaml.SafeLoader itself."""
+
+
+_IntrinsicsLoader.add_multi_constructor("!", intrinsics_multi_constructor)
+
+
+def _with_s3_code(sam: dict[str, Any]) -> dict[str, Any]:
+    """A copy whose local CodeUris point at S3, as `sam package` would leave them."""
+    packaged = copy.deepcopy(sam)
+    function_globals = packaged.get("Globals", {}).get("Function", {})
+    if "CodeUri" in function_globals:
+        function_globals["CodeUri"] = S3_CODE
+    for resource in packaged["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function" and "CodeUri" in resource.get("Properties", {}):
+            resource["Properties"]["CodeUri"] = S3_CODE
+    return packaged
+
+
+def _lint_errors(cfn: dict[str, Any]) -> list[str]:
+    """cfn-lint's errors (E rules) on a CloudFormation template; warnings and notes are not failures."""
+    text = json.dumps(cfn, indent=1)
+    return [f"{m.rule.id} line {m.linenumber}: {m.message}" for m in lint(text, regions=[REGION]) if m.rule.id.startswith("E")]
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    document = yaml.load(TEMPLATE.read_text(), Loader=_IntrinsicsLoader)  # noqa: S506 - a SafeLoader subclass
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.fixture(scope="module")
+def cfn(sam: dict[str, Any]) -> dict[str, Any]:
+    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=REGION))
+    # No managed policy is named by name in the template; an empty map keeps the IAM lookup away.
+    transformed: dict[str, Any] = translator.translate(
+        _with_s3_code(sam), parameter_values={}, get_managed_policy_map=lambda: {}
+    )
+    return transformed
+
+
+@pytest.fixture(scope="module")
+def resources(cfn: dict[str, Any]) -> dict[str, Any]:
+    transformed: dict[str, Any] = cfn["Resources"]
+    return transformed
+
+
+def _of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {name: r for name, r in resources.items() if r["Type"] == kind}
+
+
+def _parameter_bounds(sam: dict[str, Any], value: Any) -> list[float]:
+    """Every value a `{"Ref": parameter}` may take at its edges: its default and its MaxValue."""
+    assert isinstance(value, dict) and set(value) == {"Ref"}, f"expected a parameter Ref, got {value!r}"
+    parameter = sam["Parameters"][value["Ref"]]
+    assert "MaxValue" in parameter, f"{value['Ref']} has no MaxValue: nothing bounds it"
+    return [float(parameter["Default"]), float(parameter["MaxValue"])]
+
+
+def _api_body(resources: dict[str, Any]) -> dict[str, Any]:
+    apis = _of_type(resources, "AWS::ApiGatewayV2::Api")
+    assert list(apis) == ["BehestApi"]
+    body: dict[str, Any] = apis["BehestApi"]["Properties"]["Body"]
+    return body
+
+
+def test_the_transformed_template_lints_without_errors(cfn: dict[str, Any]) -> None:
+    assert _lint_errors(cfn) == []
+
+
+def test_the_lint_check_reports_a_broken_reference(cfn: dict[str, Any]) -> None:
+    broken = copy.deepcopy(cfn)
+    broken["Resources"]["ChatRelayFunction"]["Properties"]["Role"] = {"Fn::GetAtt": ["NoSuchRole", "Arn"]}
+
+    assert _lint_errors(broken) != []
+
+
+def test_both_functions_ship_the_functions_directory(sam: dict[str, Any], resources: dict[str, Any]) -> None:
+    assert sam["Globals"]["Function"]["CodeUri"] == "functions/"
+    functions = _of_type(sam["Resources"], "AWS::Serverless::Function")
+    assert sorted(functions) == ["ChatRelayFunction", "TokenFunction"]
+    assert all("CodeUri" not in f["Properties"] for f in functions.values())
+    assert {r["Properties"]["Code"]["S3Key"] for r in _of_type(resources, "AWS::Lambda::Function").values()} == {"key.zip"}
+
+
+def test_functions_run_python_3_13_on_arm64_with_their_handlers(resources: dict[str, Any]) -> None:
+    handlers = {}
+    for name, function in _of_type(resources, "AWS::Lambda::Function").items():
+        assert function["Properties"]["Runtime"] == "python3.13", name
+        assert function["Properties"]["Architectures"] == ["arm64"], name
+        handlers[name] = function["Properties"]["Handler"]
+
+    assert handlers == {
+        "TokenFunction": "behest_lambda.token_handler.handler",
+        "ChatRelayFunction": "behest_lambda.relay_handler.handler",
+    }
+
+
+def test_both_routes_are_on_one_http_api_behind_the_jwt_authorizer(resources: dict[str, Any]) -> None:
+    body = _api_body(resources)
+    routes = {path: set(operations) for path, operations in body["paths"].items()}
+    assert routes == {TOKEN_ROUTE: {"post"}, CHAT_ROUTE: {"post"}}
+
+    for path, function in ((TOKEN_ROUTE, "TokenFunction"), (CHAT_ROUTE, "ChatRelayFunction")):
+        operation = body["paths"][path]["post"]
+        assert operation["security"] == [{"UserJwt": []}], path
+        integration = operation["x-amazon-apigateway-integration"]
+        assert f"${{{function}.Arn}}" in integration["uri"]["Fn::Sub"], path
+        assert integration["payloadFormatVersion"] == "2.0", path
+
+    authorizer = body["components"]["securitySchemes"]["UserJwt"]["x-amazon-apigateway-authorizer"]
+    assert authorizer == {
+        "type": "jwt",
+        "identitySource": "$request.header.Authorization",
+        "jwtConfiguration": {"issuer": {"Ref": "AuthJwtIssuer"}, "audience": {"Ref": "AuthJwtAudience"}},
+    }
+
+
+def test_api_gateway_may_invoke_each_function_on_its_route_only(resources: dict[str, Any]) -> None:
+    permissions = {
+        p["Properties"]["FunctionName"]["Ref"]: p["Properties"]["SourceArn"]["Fn::Sub"][0]
+        for p in _of_type(resources, "AWS::Lambda::Permission").values()
+    }
+
+    assert permissions.keys() == {"TokenFunction", "ChatRelayFunction"}
+    assert permissions["TokenFunction"].endswith("/POST" + TOKEN_ROUTE)
+    assert permissions["ChatRelayFunction"].endswith("/POST" + CHAT_ROUTE)
+
+
+def test_each_function_may_read_the_key_secret_and_no_other(resources: dict[str, Any]) -> None:
+    for function_name in ("TokenFunction", "ChatRelayFunction"):
+        role = resources[f"{function_name}Role"]["Properties"]
+        assert role["ManagedPolicyArns"] == ["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]
+        statements = []
+        for policy in role["Policies"]:
+            if "Fn::If" in policy:
+                condition, policy, otherwise = policy["Fn::If"]
+                assert (condition, otherwise) == ("HasKeySecretKmsKey", {"Ref": "AWS::NoValue"})
+            statements.extend(policy["PolicyDocument"]["Statement"])
+
+        secret_reads = [s for s in statements if any(str(a).startswith("secretsmanager:") for a in _listed(s["Action"]))]
+        assert len(secret_reads) == 1, function_name
+        assert _listed(secret_reads[0]["Action"]) == ["secretsmanager:GetSecretValue"]
+        assert _unwrapped(secret_reads[0]["Resource"]) == SECRET_ARN, function_name
+
+        decrypts = [s for s in statements if "kms:Decrypt" in _listed(s["Action"])]
+        assert [s["Resource"] for s in decrypts] == [{"Ref": "KeySecretKmsKeyArn"}], function_name
+        assert len(statements) == 2, function_name
+
+        variables = resources[function_name]["Properties"]["Environment"]["Variables"]
+        assert variables["BEHEST_KEY_SECRET_ID"] == SECRET_ARN, function_name
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _unwrapped(resource: Any) -> Any:
+    """SAM's policy templates wrap the ARN as {"Fn::Sub": ["${secretArn}", {"secretArn": …}]}."""
+    if isinstance(resource, dict) and "Fn::Sub" in resource and isinstance(resource["Fn::Sub"], list):
+        pattern, values = resource["Fn::Sub"]
+        if re.fullmatch(r"\$\{\w+\}", pattern):
+            return values[pattern[2:-1]]
+    return resource
+
+
+def test_the_stack_creates_the_key_secret_only_without_an_existing_arn(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
+    assert cfn["Conditions"]["CreateKeySecret"] == {"Fn::Equals": [{"Ref": "ExistingKeySecretArn"}, ""]}
+    assert sam["Parameters"]["ExistingKeySecretArn"]["Default"] == ""
+    secret = cfn["Resources"]["KeySecret"]
+    assert secret["Type"] == "AWS::SecretsManager::Secret"
+    assert secret["Condition"] == "CreateKeySecret"
+    assert secret["DeletionPolicy"] == "Retain"
+    placeholder = json.loads(secret["Properties"]["SecretString"])
+    assert placeholder["BEHEST_KEY"] == "REPLACE_ME"
+    assert "Replace the placeholder" in secret["Properties"]["Description"]["Fn::Sub"]
+
+
+def test_the_relay_gives_up_on_upstream_before_its_function_and_api_gateway_do(
+    sam: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    relay = resources["ChatRelayFunction"]["Properties"]
+    timeout = relay["Timeout"]
+    upstream_bounds = _parameter_bounds(sam, relay["Environment"]["Variables"]["BEHEST_UPSTREAM_TIMEOUT"])
+
+    assert timeout <= API_GATEWAY_HTTP_LIMIT_S
+    assert all(upstream < timeout for upstream in upstream_bounds), (upstream_bounds, timeout)
+    integration = _api_body(resources)["paths"][CHAT_ROUTE]["post"]["x-amazon-apigateway-integration"]
+    assert timeout * 1000 < integration.get("timeoutInMillis", API_GATEWAY_HTTP_LIMIT_S * 1000) <= 30_000
+
+
+def test_the_mint_call_gives_up_before_the_token_function_does(sam: dict[str, Any], resources: dict[str, Any]) -> None:
+    token = resources["TokenFunction"]["Properties"]
+    mint_bounds = _parameter_bounds(sam, token["Environment"]["Variables"]["BEHEST_MINT_TIMEOUT"])
+
+    assert token["Timeout"] <= API_GATEWAY_HTTP_LIMIT_S
+    assert all(mint < token["Timeout"] for mint in mint_bounds), (mint_bounds, token["Timeout"])
+
+
+def test_every_variable_the_code_reads_is_set_and_every_variable_set_is_read(resources: dict[str, Any]) -> None:
+    read_by_code = {value for name, value in vars(names).items() if name.isupper() and name == value}
+    token = set(resources["TokenFunction"]["Properties"]["Environment"]["Variables"])
+    relay = set(resources["ChatRelayFunction"]["Properties"]["Environment"]["Variables"])
+
+    assert token - read_by_code == set()
+    assert relay - read_by_code == set()
+    assert SHARED_VARIABLES <= token
+    assert SHARED_VARIABLES | RELAY_ONLY_VARIABLES <= relay
+    assert token & RELAY_ONLY_VARIABLES == set()
+
+
+def test_cors_origins_come_from_the_allowed_origins_parameter(sam: dict[str, Any], resources: dict[str, Any]) -> None:
+    cors = _api_body(resources)["x-amazon-apigateway-cors"]
+
+    assert sam["Parameters"]["AllowedOrigins"]["Type"] == "CommaDelimitedList"
+    assert cors["allowOrigins"] == {"Ref": "AllowedOrigins"}
+    assert set(cors["allowHeaders"]) == {"authorization", "content-type", "x-session-id"}
+    assert set(cors["allowMethods"]) == {"POST", "OPTIONS"}
+    assert set(cors["exposeHeaders"]) == {"x-session-id", "retry-after"}
+    assert cors["maxAge"] > 0
+    assert "allowCredentials" not in cors
+
+
+def test_every_route_is_throttled_from_parameters_and_access_logged(resources: dict[str, Any]) -> None:
+    stages = _of_type(resources, "AWS::ApiGatewayV2::Stage")
+    assert len(stages) == 1
+    stage = next(iter(stages.values()))["Properties"]
+
+    assert stage["DefaultRouteSettings"] == {
+        "ThrottlingBurstLimit": {"Ref": "ThrottlingBurstLimit"},
+        "ThrottlingRateLimit": {"Ref": "ThrottlingRateLimit"},
+    }
+    assert stage["AccessLogSettings"]["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    assert "$context.requestId" in stage["AccessLogSettings"]["Format"]
+
+
+def test_each_function_logs_to_its_own_log_group_with_the_retention_parameter(
+    sam: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    groups = set()
+    for name, function in _of_type(resources, "AWS::Lambda::Function").items():
+        group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert resources[group]["Type"] == "AWS::Logs::LogGroup", name
+        groups.add(group)
+    groups.add("ApiAccessLogGroup")
+
+    assert len(groups) == 3
+    for group in groups:
+        assert resources[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}, group
+    assert sam["Parameters"]["LogRetentionInDays"]["Default"] == 30
+
+
+def test_the_secrets_extension_layer_is_attached_only_when_its_arn_is_given(
+    sam: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    parameter = sam["Parameters"]["SecretsExtensionLayerArn"]
+    assert parameter["Default"] == ""
+    assert "boto3" in parameter["Description"]
+    assert sam["Conditions"]["UseSecretsExtension"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "SecretsExtensionLayerArn"}, ""]}]
+    }
+
+    for name, function in _of_type(resources, "AWS::Lambda::Function").items():
+        properties = function["Properties"]
+        assert properties["Layers"] == {
+            "Fn::If": ["UseSecretsExtension", [{"Ref": "SecretsExtensionLayerArn"}], {"Ref": "AWS::NoValue"}]
+        }, name
+        assert properties["Environment"]["Variables"]["BEHEST_SECRETS_EXTENSION"] == {
+            "Fn::If": ["UseSecretsExtension", "on", "off"]
+        }, name
+
+
+def test_outputs_give_the_urls_secret_and_functions_a_client_needs(cfn: dict[str, Any]) -> None:
+    outputs = {name: output["Value"] for name, output in cfn["Outputs"].items()}
+    api_url = outputs["ApiUrl"]["Fn::Sub"]
+    chat_base_path = outputs["ChatCompletionsBaseUrl"]["Fn::Sub"].removeprefix(api_url)
+
+    assert outputs.keys() >= {
+        "ApiUrl", "TokenEndpoint", "ChatCompletionsBaseUrl", "KeySecretArn",
+        "TokenFunctionName", "TokenFunctionArn", "ChatRelayFunctionName", "ChatRelayFunctionArn",
+    }
+    assert api_url.startswith("https://${BehestApi}.execute-api.")
+    assert outputs["TokenEndpoint"] == {"Fn::Sub": api_url + TOKEN_ROUTE}
+    assert chat_base_path == "/v1"
+    # An OpenAI SDK appends /chat/completions to its base_url.
+    assert chat_base_path + "/chat/completions" in _api_body(cfn["Resources"])["paths"]
+    assert outputs["KeySecretArn"] == SECRET_ARN
+    assert outputs["TokenFunctionArn"] == {"Fn::GetAtt": ["TokenFunction", "Arn"]}
+    assert outputs["ChatRelayFunctionArn"] == {"Fn::GetAtt": ["ChatRelayFunction", "Arn"]}
+
+
+def test_every_parameter_is_described_and_its_default_is_allowed(sam: dict[str, Any]) -> None:
+    for name, parameter in sam["Parameters"].items():
+        assert parameter.get("Description", "").strip(), f"{name} has no Description"
+        if "Default" not in parameter:
+            continue
+        default = parameter["Default"]
+        if "AllowedPattern" in parameter:
+            assert re.fullmatch(parameter["AllowedPattern"], str(default)), name
+        if "AllowedValues" in parameter:
+            assert default in parameter["AllowedValues"], name
+        if "MinValue" in parameter:
+            assert float(parameter["MinValue"]) <= float(default), name
+        if "MaxValue" in parameter:
+            assert float(default) <= float(parameter["MaxValue"]), name
