@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from behest_lambda.telemetry import Telemetry
-from behest_lambda.token_handler import TokenFunction
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from behest_lambda.telemetry import Telemetry
+from behest_lambda.token_handler import TokenFunction
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from behest_lambda.telemetry import Telemetry
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+
+from behest_lambda.telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional
 
+from .credentials import API_KEY
 from .errors import BehestLambdaError, InvalidRequestError, UpstreamError, UpstreamStatusError
 from .identity import Identity
-from .credentials import API_KEY
 from .mint import Minter, MintRequest, MintResult, valid_session_id
 from .settings import Settings
 from .upstream import MAX_RESPONSE_BYTES, lower_headers, open_post, read_capped, stream_chunks

@@ -159,7 +159,9 @@ def test_a_429_raises_rate_limit_error_carrying_retry_after(stack: Stack, standi
 
 
 @pytest.mark.parametrize(("status", "code"), [(402, "quota_exceeded"), (403, "forbidden"), (451, "pii_blocked")])
-def test_other_upstream_4xx_keep_their_status_and_code(stack: Stack, standin: StandinGateway, status: int, code: str) -> None:
+def test_other_upstream_4xx_keep_their_status_and_code(
+    stack: Stack, standin: StandinGateway, status: int, code: str
+) -> None:
     standin.inject(Fault("status", status=status, code=code, path="chat"))
 
     with pytest.raises(openai.APIStatusError) as caught:

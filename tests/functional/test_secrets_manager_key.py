@@ -12,12 +12,12 @@ from typing import Any, Callable, Iterator
 import boto3
 import jwt
 import pytest
+from moto.server import ThreadedMotoServer
+
 from behest_lambda.key_source import SecretKeySource, SecretsManagerFetcher
 from behest_lambda.mint import Minter
 from behest_lambda.settings import Settings
 from behest_lambda.token_handler import TokenFunction
-from moto.server import ThreadedMotoServer
-
 from tests.support import (
     AUDIENCE,
     ISSUER,

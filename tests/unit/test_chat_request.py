@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import pytest
+
 from behest_lambda.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
 from behest_lambda.identity import Identity
 from behest_lambda.relay import ChatRequest, buffered_stream, chat_request

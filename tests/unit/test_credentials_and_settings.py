@@ -6,12 +6,12 @@ import base64
 import json
 
 import pytest
-from behest_lambda.credentials import API_KEY, SIGN, credentials_from, detect_mode
-from behest_lambda.errors import ConfigurationError
-from behest_lambda.settings import Settings
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from behest_lambda.credentials import API_KEY, SIGN, credentials_from, detect_mode
+from behest_lambda.errors import ConfigurationError
+from behest_lambda.settings import Settings
 from tests.support import KID, PROJECT_ID, TENANT_ID, key_pem, private_key
 
 IDS = {"BEHEST_KID": KID, "BEHEST_TENANT_ID": TENANT_ID, "BEHEST_PROJECT_ID": PROJECT_ID}

@@ -8,10 +8,10 @@ from typing import Any
 
 import jwt
 import pytest
+
 from behest_lambda import apigw, token_handler
 from behest_lambda.telemetry import Telemetry
 from behest_lambda.token_handler import TokenFunction
-
 from tests.support import (
     AUDIENCE,
     ISSUER,
