@@ -27,3 +27,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam test-artifacts
+
+## make dev: the whole product on loopback (identity provider, Secrets Manager, Behest stand-in, API)
+dev: $(STAMP)
+	$(BIN)/python -m devstack $(DEV_ARGS)

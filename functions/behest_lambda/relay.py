@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 from .credentials import API_KEY
-from .errors import BehestLambdaError, InvalidRequestError, UpstreamError, UpstreamStatusError
+from .errors import BehestLambdaError, InvalidRequestError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
 from .identity import Identity
 from .mint import Minter, MintRequest, MintResult, valid_session_id
 from .settings import Settings
-from .upstream import MAX_RESPONSE_BYTES, lower_headers, open_post, read_capped, stream_chunks
+from .upstream import MAX_RESPONSE_BYTES, lower_headers, open_post, stream_chunks
 
 MAX_MESSAGES = 2048
 # API-key mode only: a minted token is reused while it has this long left to live (a mint there
@@ -117,8 +117,13 @@ class Relay:
 
     def open(self, identity: Identity, request: ChatRequest) -> RelayAnswer:
         """Mint, send, and return Behest's answer; a failure before any byte raises our error."""
-        minted = self.token_for(identity, request.session_id)
+        # One deadline for the whole call, mint included, so an API-key mint round trip cannot push
+        # the answer past the function's timeout.
         deadline = self._clock() + self._settings.upstream_timeout
+        minted = self.token_for(identity, request.session_id)
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise UpstreamTimeoutError("minting the Behest token used up the relay's upstream timeout")
         headers = {
             "Authorization": f"Bearer {minted.token}",
             "Content-Type": "application/json",
@@ -126,26 +131,33 @@ class Relay:
             "X-Session-Id": minted.session_id,
         }
         payload = json.dumps(request.body, separators=(",", ":")).encode("utf-8")
-        response = self._post(self._settings.base_url + "/v1/chat/completions", payload, headers,
-                              self._settings.upstream_timeout)
+        response = self._post(self._settings.base_url + "/v1/chat/completions", payload, headers, remaining)
         upstream_headers = lower_headers(response.headers)
         client_headers = {"x-session-id": minted.session_id}
         if "x-trace-id" in upstream_headers:
             client_headers["x-trace-id"] = upstream_headers["x-trace-id"][:128]
         if response.status >= 300:
-            with response:
-                body = read_capped(response, self._settings.upstream_timeout)
-            raise upstream_failure(response.status, upstream_headers, body)
+            raise upstream_failure(response.status, upstream_headers, self._read_all(response, deadline))
         is_sse = upstream_headers.get("content-type", "").startswith("text/event-stream")
         if request.stream and is_sse:
             client_headers.update({"content-type": "text/event-stream", "cache-control": "no-cache"})
             return RelayAnswer(200, client_headers, stream_chunks(response, deadline, self._clock), stream=True)
-        with response:
-            body = read_capped(response, self._settings.upstream_timeout)
+        body = self._read_all(response, deadline)
         if not _is_json_object(body):
             raise UpstreamError("Behest answered with something that is not a chat completion")
         client_headers.update({"content-type": "application/json", "cache-control": "no-store"})
         return RelayAnswer(200, client_headers, iter((body,)), stream=False)
+
+    def _read_all(self, response: Any, deadline: float) -> bytes:
+        """The whole body, within the deadline and Lambda's response cap."""
+        parts: list[bytes] = []
+        size = 0
+        for chunk in stream_chunks(response, deadline, self._clock):
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise UpstreamError("Behest's answer is larger than a Lambda response can carry")
+            parts.append(chunk)
+        return b"".join(parts)
 
 
 def upstream_failure(status: int, headers: Mapping[str, str], body: bytes) -> BehestLambdaError:

@@ -11,11 +11,12 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from behest_lambda import settings as names
 from cfnlint.api import lint
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 from samtranslator.yaml_helper import intrinsics_multi_constructor
+
+from behest_lambda import settings as names
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 REGION = "us-east-1"
@@ -57,12 +58,13 @@ def _with_s3_code(sam: dict[str, Any]) -> dict[str, Any]:
 def _lint_errors(cfn: dict[str, Any]) -> list[str]:
     """cfn-lint's errors (E rules) on a CloudFormation template; warnings and notes are not failures."""
     text = json.dumps(cfn, indent=1)
-    return [f"{m.rule.id} line {m.linenumber}: {m.message}" for m in lint(text, regions=[REGION]) if m.rule.id.startswith("E")]
+    matches = lint(text, regions=[REGION])
+    return [f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches if m.rule.id.startswith("E")]
 
 
 @pytest.fixture(scope="module")
 def sam() -> dict[str, Any]:
-    document = yaml.load(TEMPLATE.read_text(), Loader=_IntrinsicsLoader)  # noqa: S506 - a SafeLoader subclass
+    document = yaml.load(TEMPLATE.read_text(), Loader=_IntrinsicsLoader)
     assert isinstance(document, dict)
     return document
 

@@ -1,0 +1,51 @@
+"""`python -m devstack` (what `make dev` runs): the whole product on loopback until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions"))
+
+from devstack.stack import LocalStack, Ports  # noqa: E402
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    parser.add_argument("--api-port", type=int, default=Ports.api)
+    parser.add_argument("--identity-port", type=int, default=Ports.identity)
+    parser.add_argument("--behest-port", type=int, default=Ports.behest)
+    parser.add_argument("--secrets-port", type=int, default=Ports.secrets)
+    parser.add_argument("--chunk-delay", type=float, default=0.05, help="seconds between streamed chunks")
+    parser.add_argument("--mode", choices=("sign", "api-key"), default="sign", help="tenant key kind in the secret")
+    parser.add_argument("--allow-origin", action="append", default=[], help="another browser origin for CORS")
+    args = parser.parse_args(argv)
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request otherwise
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    ports = Ports(args.api_port, args.identity_port, args.behest_port, args.secrets_port)
+    try:
+        stack = LocalStack(ports, chunk_delay=args.chunk_delay, mode=args.mode,
+                           allowed_origins=tuple(args.allow_origin)).start()
+    except OSError as e:
+        print(f"could not start the local stack: {e} (is a port taken? see --help for the port flags)",
+              file=sys.stderr)
+        return 1
+    try:
+        print(stack.banner(), flush=True)
+        done.wait()
+    finally:
+        print("stopping…", flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

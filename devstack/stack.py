@@ -1,0 +1,168 @@
+"""The whole product on loopback, no AWS account and no Docker: `make dev` runs this.
+
+- a local identity provider (JWKS + tokens for named dev users),
+- moto's Secrets Manager server holding a freshly generated tenant key, fetched by the
+  functions through boto3 exactly as in AWS,
+- the stand-in Behest gateway, which knows that tenant key's public half,
+- a local HTTP API doing what the deployed API Gateway does (JWT authorizer, CORS, payload 2.0)
+  in front of the real Lambda handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import boto3
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from moto.server import ThreadedMotoServer
+
+from devstack.behest_standin import StandinGateway
+from devstack.identity_provider import LocalIdentityProvider
+from devstack.local_api import JwtAuthorizer, LocalHttpApi
+
+WEB_ROOT = Path(__file__).resolve().parent / "web"
+TENANT_ID = "tenant-dev"
+PROJECT_ID = "project-dev"
+DEV_API_KEY = "behest_sk_live_dev_only_key"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where each piece listens (0 picks a free port)."""
+
+    api: int = 3000
+    identity: int = 3100
+    behest: int = 8787
+    secrets: int = 4566
+
+
+class LocalStack:
+    """Starts and stops every piece, in order, in this process."""
+
+    def __init__(self, ports: Ports = Ports(), *, chunk_delay: float = 0.05, mode: str = "sign",
+                 allowed_origins: tuple[str, ...] = ()) -> None:
+        self.ports = ports
+        self.chunk_delay = chunk_delay
+        self.mode = mode
+        self.extra_origins = allowed_origins
+        self.kid = "sk_dev_" + uuid.uuid4().hex[:8]
+        self._stops: list[Any] = []
+        self.identity: Optional[LocalIdentityProvider] = None
+        self.behest: Optional[StandinGateway] = None
+        self.api: Optional[LocalHttpApi] = None
+        self.secrets_url = ""
+        self.secret_arn = ""
+
+    def start(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+
+        self.identity = LocalIdentityProvider(port=self.ports.identity).start()
+        self._stops.append(self.identity.stop)
+
+        self.behest = StandinGateway(port=self.ports.behest, chunk_delay=self.chunk_delay)
+        self.behest.register_key(self.kid, key.public_key())
+        self.behest.register_api_key(DEV_API_KEY, TENANT_ID, PROJECT_ID)
+        self.behest.start()
+        self._stops.append(self.behest.stop)
+
+        moto = ThreadedMotoServer("127.0.0.1", self.ports.secrets, verbose=False)
+        moto.start()
+        self._stops.append(moto.stop)
+        self.secrets_url = f"http://127.0.0.1:{moto.get_host_and_port()[1]}"
+        os.environ.update(AWS_ACCESS_KEY_ID="dev", AWS_SECRET_ACCESS_KEY="dev", AWS_DEFAULT_REGION="us-east-1",
+                          AWS_ENDPOINT_URL_SECRETS_MANAGER=self.secrets_url)
+        secret = {"BEHEST_KEY": "behest_pk_" + pem, "BEHEST_KID": self.kid,
+                  "BEHEST_TENANT_ID": TENANT_ID, "BEHEST_PROJECT_ID": PROJECT_ID}
+        if self.mode == "api-key":
+            secret = {"BEHEST_KEY": DEV_API_KEY}
+        client = boto3.client("secretsmanager", endpoint_url=self.secrets_url)
+        self.secret_arn = client.create_secret(Name="behest/dev/tenant-key-" + uuid.uuid4().hex[:6],
+                                               SecretString=json.dumps(secret))["ARN"]
+
+        # The functions read their configuration from the environment, as in Lambda.
+        for name in [n for n in os.environ if n.startswith("BEHEST_")]:
+            del os.environ[name]
+        os.environ.update(
+            BEHEST_KEY_SECRET_ID=self.secret_arn,
+            BEHEST_SECRETS_EXTENSION="off",
+            BEHEST_BASE_URL=self.behest.url,
+            BEHEST_TIER_CLAIM="plan",
+            BEHEST_TIER_MAP="free=1,pro=2",
+            BEHEST_UPSTREAM_TIMEOUT="25",
+        )
+        from behest_lambda import relay_handler, token_handler
+
+        origins = {f"http://127.0.0.1:{self.ports.api}", f"http://localhost:{self.ports.api}", *self.extra_origins}
+        self.api = LocalHttpApi(
+            {("POST", "/api/behest/token"): token_handler.handler,
+             ("POST", "/v1/chat/completions"): relay_handler.handler},
+            JwtAuthorizer(self.identity.issuer, [self.identity.audience], self.identity.jwks_url),
+            allowed_origins=origins,
+            port=self.ports.api,
+            public_paths=self._public_paths(),
+        ).start()
+        self._stops.append(self.api.stop)
+        if self.ports.api == 0:
+            self.api.allowed_origins.update({self.api.url, self.api.url.replace("127.0.0.1", "localhost")})
+
+    def _public_paths(self) -> dict[str, tuple[str, bytes]]:
+        pages: dict[str, tuple[str, bytes]] = {}
+        index = WEB_ROOT / "index.html"
+        if index.exists():
+            pages["/"] = ("text/html; charset=utf-8", index.read_bytes())
+        return pages
+
+    def stop(self) -> None:
+        while self._stops:
+            stop = self._stops.pop()
+            try:
+                stop()
+            except Exception as e:  # noqa: BLE001 - one piece failing to stop must not keep the others running
+                print(f"stopping {stop!r} failed: {e}")
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def banner(self) -> str:
+        assert self.api and self.identity and self.behest
+        api, idp = self.api.url, self.identity.url
+        return f"""
+behest-lambda local stack is up ({self.mode} mode)
+  API (token + chat relay)   {api}     routes POST /api/behest/token, POST /v1/chat/completions
+  identity provider          {idp}     POST /token {{"user": "ada", "plan": "pro"}} -> id_token
+  Behest stand-in            {self.behest.url}
+  Secrets Manager (moto)     {self.secrets_url}     secret {self.secret_arn}
+
+Try it:
+  TOKEN=$(curl -s -X POST {idp}/token -d '{{"user": "ada", "plan": "pro"}}' \\
+          | python3 -c 'import json, sys; print(json.load(sys.stdin)["id_token"])')
+  curl -s -X POST {api}/api/behest/token -H "Authorization: Bearer $TOKEN"
+  curl -s {api}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"messages": [{{"role": "user", "content": "hi"}}]}}'
+
+OpenAI SDK:
+  from openai import OpenAI
+  client = OpenAI(base_url="{api}/v1", api_key=TOKEN)
+  print(client.chat.completions.create(model="any", messages=[{{"role": "user", "content": "hi"}}]))
+
+Ctrl-C stops everything.
+"""
