@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import select
+import selectors
 import signal
 import socket
 import socketserver
@@ -57,8 +58,6 @@ MIN_TTL, MAX_TTL, DEFAULT_TTL = 60, 86400, 3600
 MAX_BODY_BYTES = 16 * 1024 * 1024
 # An endless stream with no pacing would spin a core and fill the socket buffer at once.
 MIN_ENDLESS_INTERVAL = 0.01
-# serve_forever checks for shutdown this often; the 0.5 s default would make stop() slow.
-POLL_INTERVAL = 0.05
 STOP_JOIN_SECONDS = 2.0
 
 FaultKind = Literal["status", "delay", "reset_after", "garbage", "endless"]
@@ -234,38 +233,49 @@ class StandinGateway:
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._server = _GatewayServer((host, port), self)
+        # Wakes the accept loop at once on stop(); serve_forever would only notice at its next poll.
+        self._wake_reader, self._wake_writer = socket.socketpair()
         self.host = host
         self.port = int(self._server.server_address[1])
         self.url = f"http://{host}:{self.port}"
 
     def start(self) -> StandinGateway:
         """Serve on a background thread."""
-        if self._thread is not None:
-            raise RuntimeError("the stand-in is already started")
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL}, name="behest-standin", daemon=True
-        )
+        if self._thread is not None or self.stopping:
+            raise RuntimeError("a stand-in starts once")
+        self._thread = threading.Thread(target=self._serve, name="behest-standin", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop accepting, cut every open connection (endless streams included) and close the socket."""
+        """Stop accepting, cut every open connection (endless streams included) and close the sockets."""
         with self._lock:
             if self._stopping.is_set():
                 return
             self._stopping.set()
             self._events_changed.notify_all()
+        self._wake_writer.send(b"x")
         if self._thread is not None:
-            self._server.shutdown()
             self._thread.join()
         with self._lock:
             connections = list(self._connections.items())
         for connection, _ in connections:
             _shut(connection)
         self._server.server_close()
+        self._wake_reader.close()
+        self._wake_writer.close()
         deadline = time.monotonic() + STOP_JOIN_SECONDS
         for _, thread in connections:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._server.socket, selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self._server.socket and not self._stopping.is_set():
+                        self._server.handle_request()
 
     def __enter__(self) -> StandinGateway:
         return self.start()
@@ -454,6 +464,8 @@ class _GatewayServer(ThreadingHTTPServer):
     """A threading HTTP server that knows its gateway and keeps quiet about dropped connections."""
 
     daemon_threads = True
+    # handle_request() is only called once the socket is readable; this bounds a vanished connection.
+    timeout = 1.0
 
     def __init__(self, address: tuple[str, int], gateway: StandinGateway) -> None:
         self.gateway = gateway
