@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: test lint bench dev clean
+.PHONY: test lint bench dev clean browser
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $@
 
 ## make test: unit, functional and end-to-end tests (loopback only)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The browser test drives Debian's Chromium through chromedriver; installed here when missing.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium and chromium-driver (Debian packages) for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+		echo "note: the browser test needs chromium + chromedriver (Debian: apt-get install chromium chromium-driver)"; \
+	fi
 
 ## make lint: ruff and mypy --strict on the functions
 lint: $(STAMP)

@@ -216,8 +216,11 @@ class StandinGateway:
         chunk_delay: float = 0.0,
         signing_key: Optional[rsa.RSAPrivateKey] = None,
         signing_kid: Optional[str] = None,
+        allowed_origins: Sequence[str] = (),
     ) -> None:
         self.issuer = issuer
+        # Behest's gateway lets browsers in only from the project's allowed origins (CORS).
+        self.allowed_origins: set[str] = set(allowed_origins)
         self.audience = audience
         self.chunk_delay = chunk_delay
         self._signing_key = signing_key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -520,7 +523,21 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def do_OPTIONS(self) -> None:  # noqa: N802
-        self._dispatch()
+        if urlsplit(self.path).path.startswith(CONTROL_PREFIX):
+            self._dispatch()
+            return
+        # A preflight from an origin the project does not allow gets no CORS headers: the browser refuses.
+        self.trace_id = uuid.uuid4().hex
+        extra = {"Content-Length": "0"}
+        if self._allowed_origin():
+            extra.update({"Access-Control-Allow-Methods": "POST, OPTIONS",
+                          "Access-Control-Allow-Headers": "authorization, content-type, x-session-id",
+                          "Access-Control-Max-Age": "600"})
+        self._send_head(204, "text/plain", extra)
+
+    def _allowed_origin(self) -> Optional[str]:
+        origin = self.headers.get("Origin")
+        return origin if origin and origin in self.gateway.allowed_origins else None
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         logger.info("%s %s", self.address_string(), format % args)
@@ -803,6 +820,11 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("X-Trace-Id", self.trace_id)
+        origin = self._allowed_origin()
+        if origin:
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Access-Control-Expose-Headers", "x-trace-id, retry-after")
+            self.send_header("Vary", "Origin")
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
@@ -999,10 +1021,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--api-key", type=_parse_api_key_option, action="append", default=[],
                         metavar="KEY:TENANT:PROJECT", help="an API key that may mint (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="a browser origin the project allows (CORS, repeatable)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
     gateway = StandinGateway(args.host, args.port, issuer=args.issuer, audience=args.audience,
+                             allowed_origins=args.allow_origin,
                              chunk_delay=args.chunk_delay)
     try:
         for kid, path in args.register_key:

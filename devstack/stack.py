@@ -108,7 +108,7 @@ class LocalStack:
         )
         from behest_lambda import relay_handler, token_handler
 
-        origins = {f"http://127.0.0.1:{self.ports.api}", f"http://localhost:{self.ports.api}", *self.extra_origins}
+        origins = set(self.extra_origins)
         self.api = LocalHttpApi(
             {("POST", "/api/behest/token"): token_handler.handler,
              ("POST", "/v1/chat/completions"): relay_handler.handler},
@@ -118,8 +118,15 @@ class LocalStack:
             public_paths=self._public_paths(),
         ).start()
         self._stops.append(self.api.stop)
-        if self.ports.api == 0:
-            self.api.allowed_origins.update({self.api.url, self.api.url.replace("127.0.0.1", "localhost")})
+        self.api.allowed_origins.update({self.api.url, self.api.url.replace("127.0.0.1", "localhost")})
+        self.behest.allowed_origins.update(self.api.allowed_origins)
+        self.api.public_paths["/config.json"] = ("application/json", json.dumps(self.page_config()).encode())
+
+    def page_config(self) -> dict[str, str]:
+        """Where the demo page finds each piece."""
+        assert self.api and self.identity and self.behest
+        return {"apiUrl": self.api.url, "identityUrl": self.identity.url, "behestUrl": self.behest.url,
+                "relayUrl": self.api.url}
 
     def _public_paths(self) -> dict[str, tuple[str, bytes]]:
         pages: dict[str, tuple[str, bytes]] = {}

@@ -611,3 +611,27 @@ def test_the_command_line_serves_until_sigterm(tenant_key: rsa.RSAPrivateKey, tm
     assert first_line.startswith("Behest stand-in listening on http://127.0.0.1:")
     assert process.returncode == 0, stderr
     assert "stopped" in stdout
+
+
+def test_only_allowed_origins_get_cors_headers_on_preflight_and_answers() -> None:
+    import urllib.request
+
+    with StandinGateway(allowed_origins=["http://app.example"]) as gateway:
+        def preflight(origin: str) -> dict[str, str]:
+            request = urllib.request.Request(gateway.url + "/v1/chat/completions", method="OPTIONS",
+                                             headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return {k.lower(): v for k, v in response.headers.items()}
+
+        allowed, refused = preflight("http://app.example"), preflight("http://evil.example")
+        request = urllib.request.Request(gateway.url + "/v1/chat/completions", data=b"{}", method="POST",
+                                         headers={"Origin": "http://app.example"})
+        try:
+            urllib.request.urlopen(request, timeout=5)
+        except urllib.error.HTTPError as e:
+            answer_headers = {k.lower(): v for k, v in e.headers.items()}
+
+    assert allowed["access-control-allow-origin"] == "http://app.example"
+    assert "x-session-id" in allowed["access-control-allow-headers"]
+    assert "access-control-allow-origin" not in refused
+    assert answer_headers["access-control-allow-origin"] == "http://app.example"
