@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from .errors import ConfigurationError
 
@@ -96,33 +96,25 @@ class Settings:
             value = env.get(name, "").strip()
             return value or default
 
-        def integer(name: str, default: Optional[int], low: int, high: int) -> Optional[int]:
+        def number(name: str, default: Any, low: float, high: float, kind: type = int) -> Any:
             raw = text(name)
             if raw is None:
                 return default
             try:
-                value = int(raw)
+                value = kind(raw)
             except ValueError:
-                problems.append(f"{name} must be a whole number (got {raw!r})")
+                problems.append(f"{name} must be a {'whole number' if kind is int else 'number'} (got {raw!r})")
                 return default
             if not low <= value <= high:
-                problems.append(f"{name} must be between {low} and {high} (got {value})")
+                problems.append(f"{name} must be between {low:g} and {high:g} (got {raw})")
                 return default
             return value
 
+        def integer(name: str, default: Optional[int], low: int, high: int) -> Optional[int]:
+            return number(name, default, low, high, int)  # type: ignore[no-any-return]
+
         def seconds(name: str, default: float, low: float, high: float) -> float:
-            raw = text(name)
-            if raw is None:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                problems.append(f"{name} must be a number of seconds (got {raw!r})")
-                return default
-            if not low <= value <= high:
-                problems.append(f"{name} must be between {low:g} and {high:g} seconds (got {raw})")
-                return default
-            return value
+            return number(name, default, low, high, float)  # type: ignore[no-any-return]
 
         behest_key = text(BEHEST_KEY) or text(BEHEST_API_KEY)
         key_secret_id = text(BEHEST_KEY_SECRET_ID)
