@@ -36,9 +36,17 @@ BEHEST_MAX_TOKENS = "BEHEST_MAX_TOKENS"
 BEHEST_SECRETS_EXTENSION = "BEHEST_SECRETS_EXTENSION"
 LOG_LEVEL = "LOG_LEVEL"
 METRICS_NAMESPACE = "METRICS_NAMESPACE"
+# The streaming function (Function URL, no API Gateway authorizer) verifies callers itself.
+BEHEST_CALLER_ISSUER = "BEHEST_CALLER_ISSUER"
+BEHEST_CALLER_AUDIENCE = "BEHEST_CALLER_AUDIENCE"
+BEHEST_CALLER_JWKS_URL = "BEHEST_CALLER_JWKS_URL"
+BEHEST_JWKS_CACHE_TTL = "BEHEST_JWKS_CACHE_TTL"
 
 # Set by Lambda or by the Parameters and Secrets extension layer.
 AWS_SESSION_TOKEN = "AWS_SESSION_TOKEN"
+AWS_LAMBDA_RUNTIME_API = "AWS_LAMBDA_RUNTIME_API"
+AWS_LAMBDA_EXEC_WRAPPER = "AWS_LAMBDA_EXEC_WRAPPER"
+X_AMZN_TRACE_ID = "_X_AMZN_TRACE_ID"
 PARAMETERS_SECRETS_EXTENSION_HTTP_PORT = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
 
 DEFAULT_BASE_URL = "https://api.behest.ai"
@@ -54,6 +62,8 @@ DEFAULT_MINT_TIMEOUT = 5.0
 DEFAULT_UPSTREAM_TIMEOUT = 25.0
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_EXTENSION_PORT = 2773
+DEFAULT_JWKS_CACHE_TTL = 3600
+JWKS_WELL_KNOWN_PATH = "/.well-known/jwks.json"
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,11 @@ class Settings:
     extension_port: int
     log_level: str
     metrics_namespace: str
+    # Read by the streaming function only, which fails by name when the first two are missing.
+    caller_issuer: Optional[str] = None
+    caller_audiences: tuple[str, ...] = ()
+    caller_jwks_url: Optional[str] = None
+    jwks_cache_ttl: float = DEFAULT_JWKS_CACHE_TTL
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -136,6 +151,13 @@ class Settings:
             problems.append(f"{BEHEST_BASE_URL} must be an http(s) URL (got {base_url!r})")
 
         allowed = text(BEHEST_ALLOWED_MODELS)
+        caller_issuer = text(BEHEST_CALLER_ISSUER)
+        jwks_url = text(BEHEST_CALLER_JWKS_URL)
+        for name, url in ((BEHEST_CALLER_ISSUER, caller_issuer), (BEHEST_CALLER_JWKS_URL, jwks_url)):
+            if url is not None and not url.startswith(("https://", "http://")):
+                problems.append(f"{name} must be an http(s) URL (got {url!r})")
+        if jwks_url is None and caller_issuer is not None:
+            jwks_url = caller_issuer.rstrip("/") + JWKS_WELL_KNOWN_PATH
         settings = cls(
             behest_key=behest_key,
             key_secret_id=key_secret_id,
@@ -164,6 +186,10 @@ class Settings:
             or DEFAULT_EXTENSION_PORT,
             log_level=(text(LOG_LEVEL, "INFO") or "INFO").upper(),
             metrics_namespace=text(METRICS_NAMESPACE, "BehestLambda") or "BehestLambda",
+            caller_issuer=caller_issuer,
+            caller_audiences=tuple(a.strip() for a in (text(BEHEST_CALLER_AUDIENCE) or "").split(",") if a.strip()),
+            caller_jwks_url=jwks_url,
+            jwks_cache_ttl=seconds(BEHEST_JWKS_CACHE_TTL, DEFAULT_JWKS_CACHE_TTL, 0, 86400),
         )
         if problems:
             raise ConfigurationError("invalid configuration: " + "; ".join(problems))

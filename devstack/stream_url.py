@@ -1,0 +1,199 @@
+"""A local Lambda Function URL (InvokeMode RESPONSE_STREAM) for the streaming function, on loopback.
+
+Each HTTP request becomes the Function URL event (payload 2.0, no authorizer: the function
+verifies the caller itself), `respond` answers it, and the prelude's status and headers go out
+first, then each body part as its own HTTP chunk the moment it is produced. Like a Function URL
+with a `Cors` setting, it answers preflights itself for the allowed origins.
+
+    function = StreamFunction.from_env(telemetry, env)
+    with StreamFunctionUrl(function) as url:
+        client = openai.OpenAI(base_url=url.url + "/v1", api_key=identity_token)
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterable, Mapping, Optional
+
+from behest_lambda.stream_runtime import Responder, pump
+
+CORS_ALLOW_HEADERS = "authorization, content-type, x-session-id"
+CORS_EXPOSE_HEADERS = "x-session-id, retry-after, x-trace-id"
+MAX_BODY_BYTES = 6 * 1024 * 1024  # a Function URL's request payload cap
+
+
+class _Context:
+    """The slice of the Lambda context the function reads."""
+
+    def __init__(self) -> None:
+        self.aws_request_id = str(uuid.uuid4())
+
+
+class StreamFunctionUrl:
+    """Serves `function.respond` over HTTP/1.1 with chunked, unbuffered answers."""
+
+    def __init__(self, function: Responder, *, host: str = "127.0.0.1", port: int = 0,
+                 allowed_origins: Iterable[str] = ()) -> None:
+        self.function = function
+        self.allowed_origins = set(allowed_origins)
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self.url = f"http://{host}:{self._server.server_address[1]}"
+
+    def start(self) -> StreamFunctionUrl:
+        threading.Thread(target=self._server.serve_forever, name="stream-function-url", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> StreamFunctionUrl:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @staticmethod
+    def event_for(method: str, target: str, headers: Mapping[str, str], body: bytes, source_ip: str,
+                  host: str) -> dict[str, Any]:
+        """The event a Function URL hands the function for this request."""
+        url = urllib.parse.urlsplit(target)
+        lowered = {name.lower(): value for name, value in headers.items() if name.lower() != "cookie"}
+        now = time.time()
+        event: dict[str, Any] = {
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": url.path,
+            "rawQueryString": url.query,
+            "headers": lowered,
+            "requestContext": {
+                "accountId": "anonymous",
+                "apiId": "local",
+                "domainName": host,
+                "domainPrefix": "local",
+                "http": {"method": method, "path": url.path, "protocol": "HTTP/1.1", "sourceIp": source_ip,
+                         "userAgent": lowered.get("user-agent", "")},
+                "requestId": str(uuid.uuid4()),
+                "routeKey": "$default",
+                "stage": "$default",
+                "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+                "timeEpoch": int(now * 1000),
+            },
+            "isBase64Encoded": False,
+        }
+        cookie_header = next((value for name, value in headers.items() if name.lower() == "cookie"), None)
+        cookies = [c.strip() for c in cookie_header.split(";") if c.strip()] if cookie_header else []
+        if cookies:
+            event["cookies"] = cookies
+        query = urllib.parse.parse_qs(url.query)
+        if query:
+            event["queryStringParameters"] = {name: ",".join(values) for name, values in query.items()}
+        if body:
+            try:
+                event["body"] = body.decode("utf-8")
+            except UnicodeDecodeError:
+                event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode("ascii"), True
+        return event
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        url = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def do_OPTIONS(self) -> None:  # noqa: N802
+                if self.headers.get("Access-Control-Request-Method") is None:
+                    self._dispatch()
+                    return
+                self.send_response(204)
+                origin = self._allowed_origin()
+                if origin:
+                    self.send_header("Access-Control-Allow-Origin", origin)
+                    self.send_header("Access-Control-Allow-Methods", "POST")
+                    self.send_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+                    self.send_header("Access-Control-Max-Age", "600")
+                    self.send_header("Vary", "Origin")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._dispatch()
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._dispatch()
+
+            def do_PUT(self) -> None:  # noqa: N802
+                self._dispatch()
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                self._dispatch()
+
+            def _dispatch(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY_BYTES:
+                    self._whole(413, {"content-type": "application/json"}, b'{"Message":"Request Too Long"}')
+                    self.close_connection = True
+                    return
+                body = self.rfile.read(length) if length else b""
+                event = url.event_for(self.command, self.path, dict(self.headers.items()), body,
+                                      self.client_address[0], self.headers.get("Host", "localhost"))
+                try:
+                    prelude, answer = url.function.respond(event, _Context())
+                except Exception:  # a function error: what a Function URL answers, then the traceback
+                    self._whole(502, {"content-type": "application/json"}, b'{"Message":"Internal Server Error"}')
+                    raise
+                self.send_response(int(prelude.get("statusCode", 200)))
+                for name, value in dict(prelude.get("headers") or {}).items():
+                    self.send_header(name, str(value))
+                for cookie in prelude.get("cookies") or []:
+                    self.send_header("Set-Cookie", cookie)
+                self._cors()
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.flush()
+                try:
+                    pump(answer, self._chunk)
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except OSError:  # the client left: pump has closed the answer, and Behest's stream with it
+                    self.close_connection = True
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%X\r\n" % len(data) + data + b"\r\n")
+                self.wfile.flush()
+
+            def _whole(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self._cors()
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _cors(self) -> None:
+                origin = self._allowed_origin()
+                if origin:
+                    self.send_header("Access-Control-Allow-Origin", origin)
+                    self.send_header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
+                    self.send_header("Vary", "Origin")
+
+            def _allowed_origin(self) -> Optional[str]:
+                origin = self.headers.get("Origin")
+                return origin if origin and origin in url.allowed_origins else None
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
