@@ -115,10 +115,10 @@ def test_the_lint_check_reports_a_broken_reference(cfn: dict[str, Any]) -> None:
     assert _lint_errors(broken) != []
 
 
-def test_both_functions_ship_the_functions_directory(sam: dict[str, Any], resources: dict[str, Any]) -> None:
+def test_every_function_ships_the_functions_directory(sam: dict[str, Any], resources: dict[str, Any]) -> None:
     assert sam["Globals"]["Function"]["CodeUri"] == "functions/"
     functions = _of_type(sam["Resources"], "AWS::Serverless::Function")
-    assert sorted(functions) == ["ChatRelayFunction", "TokenFunction"]
+    assert sorted(functions) == ["ChatRelayFunction", "ChatStreamFunction", "TokenFunction"]
     assert all("CodeUri" not in f["Properties"] for f in functions.values())
     assert {r["Properties"]["Code"]["S3Key"] for r in _of_type(resources, "AWS::Lambda::Function").values()} == {"key.zip"}
 
@@ -133,6 +133,7 @@ def test_functions_run_python_3_13_on_arm64_with_their_handlers(resources: dict[
     assert handlers == {
         "TokenFunction": "behest_lambda.token_handler.handler",
         "ChatRelayFunction": "behest_lambda.relay_handler.handler",
+        "ChatStreamFunction": "behest_lambda.stream_handler.handler",
     }
 
 
@@ -160,6 +161,7 @@ def test_api_gateway_may_invoke_each_function_on_its_route_only(resources: dict[
     permissions = {
         p["Properties"]["FunctionName"]["Ref"]: p["Properties"]["SourceArn"]["Fn::Sub"][0]
         for p in _of_type(resources, "AWS::Lambda::Permission").values()
+        if "SourceArn" in p["Properties"]
     }
 
     assert permissions.keys() == {"TokenFunction", "ChatRelayFunction"}
@@ -284,7 +286,7 @@ def test_each_function_logs_to_its_own_log_group_with_the_retention_parameter(
         groups.add(group)
     groups.add("ApiAccessLogGroup")
 
-    assert len(groups) == 3
+    assert len(groups) == 4
     for group in groups:
         assert resources[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}, group
     assert sam["Parameters"]["LogRetentionInDays"]["Default"] == 30
@@ -343,3 +345,25 @@ def test_every_parameter_is_described_and_its_default_is_allowed(sam: dict[str, 
             assert float(parameter["MinValue"]) <= float(default), name
         if "MaxValue" in parameter:
             assert float(default) <= float(parameter["MaxValue"]), name
+
+
+def test_the_streaming_function_is_a_public_streaming_function_url_that_checks_tokens_itself(
+    sam: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    url = _of_type(resources, "AWS::Lambda::Url")
+    assert len(url) == 1
+    config = next(iter(url.values()))["Properties"]
+    assert (config["AuthType"], config["InvokeMode"]) == ("NONE", "RESPONSE_STREAM")
+    assert config["Cors"]["AllowOrigins"] == {"Ref": "AllowedOrigins"}
+
+    public = [p["Properties"] for p in _of_type(resources, "AWS::Lambda::Permission").values()
+              if "SourceArn" not in p["Properties"]]
+    assert public and all(p["FunctionName"] == {"Ref": "ChatStreamFunction"} for p in public)
+
+    stream = sam["Resources"]["ChatStreamFunction"]["Properties"]
+    env = stream["Environment"]["Variables"]
+    assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/var/task/stream-bootstrap"
+    assert env["BEHEST_CALLER_ISSUER"] == {"Ref": "AuthJwtIssuer"}
+    assert env["BEHEST_CALLER_AUDIENCE"] == {"Fn::Join": [",", {"Ref": "AuthJwtAudience"}]}
+    assert stream["Timeout"] > sam["Parameters"]["BehestStreamUpstreamTimeout"]["MaxValue"]
+    assert (TEMPLATE.parent / "functions" / "stream-bootstrap").stat().st_mode & 0o111, "the wrapper must be executable"
