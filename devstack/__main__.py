@@ -18,6 +18,7 @@ from devstack.stack import LocalStack, Ports  # noqa: E402
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("--api-port", type=int, default=Ports.api)
+    parser.add_argument("--stream-port", type=int, default=Ports.stream)
     parser.add_argument("--identity-port", type=int, default=Ports.identity)
     parser.add_argument("--behest-port", type=int, default=Ports.behest)
     parser.add_argument("--secrets-port", type=int, default=Ports.secrets)
@@ -30,7 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())
-    ports = Ports(args.api_port, args.identity_port, args.behest_port, args.secrets_port)
+    ports = Ports(args.api_port, args.stream_port, args.identity_port, args.behest_port, args.secrets_port)
     try:
         stack = LocalStack(ports, chunk_delay=args.chunk_delay, mode=args.mode,
                            allowed_origins=tuple(args.allow_origin)).start()

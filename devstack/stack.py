@@ -25,6 +25,7 @@ from moto.server import ThreadedMotoServer
 from devstack.behest_standin import StandinGateway
 from devstack.identity_provider import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
+from devstack.stream_url import StreamFunctionUrl
 
 WEB_ROOT = Path(__file__).resolve().parent / "web"
 TENANT_ID = "tenant-dev"
@@ -37,6 +38,7 @@ class Ports:
     """Where each piece listens (0 picks a free port)."""
 
     api: int = 3000
+    stream: int = 3001
     identity: int = 3100
     behest: int = 8787
     secrets: int = 4566
@@ -56,6 +58,7 @@ class LocalStack:
         self.identity: Optional[LocalIdentityProvider] = None
         self.behest: Optional[StandinGateway] = None
         self.api: Optional[LocalHttpApi] = None
+        self.stream: Optional[StreamFunctionUrl] = None
         self.secrets_url = ""
         self.secret_arn = ""
 
@@ -105,6 +108,8 @@ class LocalStack:
             BEHEST_TIER_CLAIM="plan",
             BEHEST_TIER_MAP="free=1,pro=2",
             BEHEST_UPSTREAM_TIMEOUT="25",
+            BEHEST_CALLER_ISSUER=self.identity.issuer,
+            BEHEST_CALLER_AUDIENCE=self.identity.audience,
         )
         from behest_lambda import relay_handler, token_handler
 
@@ -120,13 +125,22 @@ class LocalStack:
         self._stops.append(self.api.stop)
         self.api.allowed_origins.update({self.api.url, self.api.url.replace("127.0.0.1", "localhost")})
         self.behest.allowed_origins.update(self.api.allowed_origins)
+
+        # The streaming route: a local Function URL in front of the function the Runtime API loop serves in AWS.
+        from behest_lambda.stream_handler import StreamFunction
+        from behest_lambda.telemetry import Telemetry
+
+        function = StreamFunction.from_env(Telemetry("behest-chat-stream"))
+        self.stream = StreamFunctionUrl(function, port=self.ports.stream,
+                                        allowed_origins=self.api.allowed_origins).start()
+        self._stops.append(self.stream.stop)
         self.api.public_paths["/config.json"] = ("application/json", json.dumps(self.page_config()).encode())
 
     def page_config(self) -> dict[str, str]:
         """Where the demo page finds each piece."""
-        assert self.api and self.identity and self.behest
+        assert self.api and self.identity and self.behest and self.stream
         return {"apiUrl": self.api.url, "identityUrl": self.identity.url, "behestUrl": self.behest.url,
-                "relayUrl": self.api.url}
+                "relayUrl": self.stream.url}
 
     def _public_paths(self) -> dict[str, tuple[str, bytes]]:
         pages: dict[str, tuple[str, bytes]] = {}
@@ -150,11 +164,13 @@ class LocalStack:
         self.stop()
 
     def banner(self) -> str:
-        assert self.api and self.identity and self.behest
-        api, idp = self.api.url, self.identity.url
+        assert self.api and self.identity and self.behest and self.stream
+        api, idp, stream = self.api.url, self.identity.url, self.stream.url
         return f"""
 behest-lambda local stack is up ({self.mode} mode)
-  API (token + chat relay)   {api}     routes POST /api/behest/token, POST /v1/chat/completions
+  demo page                  {api}/
+  API (token + chat relay)   {api}     routes POST /api/behest/token, POST /v1/chat/completions (buffered)
+  streaming chat relay       {stream}     POST /v1/chat/completions, token by token (the Function URL)
   identity provider          {idp}     POST /token {{"user": "ada", "plan": "pro"}} -> id_token
   Behest stand-in            {self.behest.url}
   Secrets Manager (moto)     {self.secrets_url}     secret {self.secret_arn}
@@ -166,10 +182,14 @@ Try it:
   curl -s {api}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
        -H 'Content-Type: application/json' -d '{{"messages": [{{"role": "user", "content": "hi"}}]}}'
 
-OpenAI SDK:
+  curl -sN {stream}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
+
+OpenAI SDK (api_key = the user's identity token):
   from openai import OpenAI
-  client = OpenAI(base_url="{api}/v1", api_key=TOKEN)
-  print(client.chat.completions.create(model="any", messages=[{{"role": "user", "content": "hi"}}]))
+  client = OpenAI(base_url="{stream}/v1", api_key=TOKEN)
+  for chunk in client.chat.completions.create(model="any", messages=[{{"role": "user", "content": "hi"}}], stream=True):
+      print(chunk.choices[0].delta.content or "", end="", flush=True)
 
 Ctrl-C stops everything.
 """

@@ -39,8 +39,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 @pytest.fixture(scope="module")
 def stack() -> Iterator[dict[str, str]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "--api-port", "0", "--identity-port", "0", "--behest-port", "0",
-         "--secrets-port", "0", "--chunk-delay", "0.15"],
+        [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", "0", "--identity-port", "0",
+         "--behest-port", "0", "--secrets-port", "0", "--chunk-delay", "0.15"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert process.stdout is not None
@@ -98,10 +98,11 @@ def test_the_page_signs_in_gets_a_token_and_renders_both_answers_as_they_stream(
     assert text_of(browser, "token-status").startswith("Token for session "), text_of(browser, "token-status")
 
     browser.find_element(By.ID, "ask").click()
-    seen: list[str] = []
+    seen: dict[str, list[str]] = {"direct-output": [], "relay-output": []}
 
     def finished(driver: Any) -> bool:
-        seen.append(text_of(driver, "direct-output"))
+        for output, texts in seen.items():
+            texts.append(text_of(driver, output))
         return "done" in text_of(driver, "direct-status") and "done" in text_of(driver, "relay-status")
 
     wait_for(browser, finished, timeout=30)
@@ -110,9 +111,10 @@ def test_the_page_signs_in_gets_a_token_and_renders_both_answers_as_they_stream(
 
     assert text_of(browser, "direct-output") == EXPECTED
     assert text_of(browser, "relay-output") == EXPECTED
-    partial = [t for t in seen if t and t != EXPECTED]
-    assert partial, "the browser-direct answer never showed a partial text: it did not stream"
-    assert all(EXPECTED.startswith(t) for t in partial)
+    for output, texts in seen.items():
+        partial = [t for t in texts if t and t != EXPECTED]
+        assert partial, f"{output} never showed a partial answer: it did not stream"
+        assert all(EXPECTED.startswith(t) for t in partial)
 
 
 class _PageOnly(SimpleHTTPRequestHandler):

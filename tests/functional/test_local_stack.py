@@ -30,8 +30,8 @@ def post(url: str, body: Any, token: str | None = None) -> tuple[int, Any]:
 @pytest.fixture(scope="module")
 def dev_stack() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "--api-port", "0", "--identity-port", "0", "--behest-port", "0",
-         "--secrets-port", "0", "--chunk-delay", "0"],
+        [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", "0", "--identity-port", "0",
+         "--behest-port", "0", "--secrets-port", "0", "--chunk-delay", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     banner: list[str] = []
@@ -44,6 +44,7 @@ def dev_stack() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
     urls = {
         "api": re.search(r"API \(token \+ chat relay\)\s+(\S+)", text),
         "identity": re.search(r"identity provider\s+(\S+)", text),
+        "stream": re.search(r"streaming chat relay\s+(\S+)", text),
     }
     assert all(urls.values()), text
     yield process, {name: match.group(1) for name, match in urls.items() if match}
@@ -65,6 +66,19 @@ def test_the_dev_stack_mints_and_relays_for_a_signed_in_dev_user(dev_stack: Any)
                               {"messages": [{"role": "user", "content": "hi"}]}, identity["id_token"])
     assert status == 200
     assert completion["choices"][0]["message"]["content"] == "Hello ada! You said: hi"
+
+
+def test_the_dev_stacks_streaming_route_streams_to_the_openai_sdk(dev_stack: Any) -> None:
+    import openai
+
+    _, urls = dev_stack
+    identity = post(urls["identity"] + "/token", {"user": "bea"})[1]["id_token"]
+    client = openai.OpenAI(base_url=urls["stream"] + "/v1", api_key=identity, max_retries=0)
+
+    with client.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}], stream=True) as stream:
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+    assert text == "Hello bea! You said: hi"
 
 
 def test_the_dev_stack_refuses_a_caller_without_an_identity_token(dev_stack: Any) -> None:
