@@ -1,12 +1,94 @@
-"""Shared fixtures (helpers live in tests/support.py)."""
+"""Shared fixtures (helpers live in tests/support.py), the --long switch, figures, and suite-wide log hygiene."""
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Callable, Iterator
 
 import pytest
 
+from behest_lambda.telemetry import Telemetry
+from tests.figures import ARTIFACT, FigureBook, Figures
+from tests.log_hygiene import LeakScanner
 from tests.support import CapturedTelemetry, FakeContext, load_event
+
+BOOK = pytest.StashKey[FigureBook]()
+# One scanner for the session: hooks below feed it captured output, the log_hygiene fixture Telemetry's lines.
+SCANNER = LeakScanner()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="also run the long reliability, fuzzing and load runs (tests marked `long`)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[BOOK] = FigureBook()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="long run: add --long")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Scan what each test phase printed (stdout, stderr, log records) for secrets."""
+    for name, content in report.sections:
+        if name.startswith("Captured") and name.endswith(report.when):
+            SCANNER.scan(content, f"{report.nodeid} ({name})")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = config.stash[BOOK].lines()
+    if not lines:
+        return
+    terminalreporter.write_sep("=", "reliability and security figures")
+    for line in lines:
+        terminalreporter.write_line(line)
+    try:
+        ARTIFACT.parent.mkdir(exist_ok=True)
+        ARTIFACT.write_text("\n".join(lines) + "\n")
+    except OSError:
+        pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def log_hygiene(request: pytest.FixtureRequest) -> Iterator[LeakScanner]:
+    """Every Telemetry line of the session (and all captured output) is scanned; any secret fails the run."""
+    scanner = SCANNER
+    original = Telemetry._write
+
+    def scanned_write(self: Telemetry, record: dict[str, Any]) -> None:
+        scanner.scan(json.dumps(record, default=str, separators=(",", ":")), os.environ.get("PYTEST_CURRENT_TEST", "-"))
+        original(self, record)
+
+    Telemetry._write = scanned_write  # type: ignore[method-assign]
+    yield scanner
+    Telemetry._write = original  # type: ignore[method-assign]
+    request.config.stash[BOOK].add(
+        "Log hygiene (whole session)",
+        f"{scanner.lines} log and output lines scanned; leaks: {len(scanner.leaks)} "
+        "(PEM, token eyJ….….…, behest_sk_live_…, committed key lines)",
+    )
+    if scanner.leaks:
+        pytest.fail("secrets in logs or output:\n" + "\n".join(
+            f"  {leak.kind} in {leak.where}: {leak.hint}" for leak in scanner.leaks[:20]), pytrace=False)
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Figures:
+    """Record a figure for the terminal summary: figures("Load", "p50 1.2 ms")."""
+    return Figures(request.config.stash[BOOK])
+
+
+@pytest.fixture(scope="session")
+def long_run(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--long"))
 
 
 @pytest.fixture

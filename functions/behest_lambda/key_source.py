@@ -177,7 +177,9 @@ class SecretsManagerFetcher:
                 config=Config(
                     connect_timeout=SECRET_FETCH_TIMEOUT,
                     read_timeout=SECRET_FETCH_TIMEOUT,
-                    retries={"max_attempts": 2, "mode": "standard"},
+                    # Two attempts in all ("max_attempts" would mean two retries): a hung endpoint then costs at
+                    # most 2 × SECRET_FETCH_TIMEOUT, leaving time to answer 503 inside the token function's 10 s.
+                    retries={"total_max_attempts": 2, "mode": "standard"},
                 ),
             )
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -74,24 +75,38 @@ def open_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float)
 
 
 def post_json(url: str, payload: Any, headers: Mapping[str, str], timeout: float) -> UpstreamResponse:
-    """POST a JSON payload and read the whole answer."""
+    """POST a JSON payload and read the whole answer, body included, within `timeout` seconds."""
+    started = time.monotonic()
     body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
     response = open_post(url, body, {"Content-Type": "application/json", "Accept": "application/json", **headers}, timeout)
     with response:
-        return UpstreamResponse(response.status, lower_headers(response.headers), read_capped(response, timeout))
+        remaining = timeout - (time.monotonic() - started)
+        return UpstreamResponse(response.status, lower_headers(response.headers), read_capped(response, remaining))
 
 
 def read_capped(response: Any, timeout: float) -> bytes:
-    """Read a body up to MAX_RESPONSE_BYTES, mapping read failures to upstream errors."""
-    try:
-        data = response.read(MAX_RESPONSE_BYTES + 1)
-    except TimeoutError as e:
-        raise UpstreamTimeoutError(f"Behest stopped sending within {timeout:g} s") from e
-    except (OSError, http.client.HTTPException) as e:
-        raise UpstreamError(f"Behest connection failed mid-answer ({_reason(e)})") from e
-    if len(data) > MAX_RESPONSE_BYTES:
-        raise UpstreamError("Behest's answer is larger than a Lambda response can carry")
-    return bytes(data)
+    """Read a body up to MAX_RESPONSE_BYTES within `timeout` seconds in all, mapping failures to upstream errors."""
+    # A per-read socket timeout alone would let a body that trickles in forever hold the function until Lambda kills it.
+    deadline = time.monotonic() + timeout
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise UpstreamTimeoutError("Behest's answer did not finish within the timeout")
+        _set_read_timeout(response, remaining)
+        try:
+            chunk = response.read1(65536)
+        except TimeoutError as e:
+            raise UpstreamTimeoutError("Behest stopped sending within the timeout") from e
+        except (OSError, http.client.HTTPException) as e:
+            raise UpstreamError(f"Behest connection failed mid-answer ({_reason(e)})") from e
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise UpstreamError("Behest's answer is larger than a Lambda response can carry")
+        parts.append(chunk)
 
 
 def stream_chunks(response: Any, deadline: float, clock: Callable[[], float]) -> Iterator[bytes]:
@@ -115,7 +130,11 @@ def stream_chunks(response: Any, deadline: float, clock: Callable[[], float]) ->
 
 def _set_read_timeout(response: Any, seconds: float) -> None:
     # urllib gives no handle on the socket; without one the open-time timeout still bounds each read.
-    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    # An HTTPError (a 4xx/5xx answer) wraps the HTTPResponse one level further down.
+    fp = getattr(response, "fp", None)
+    if isinstance(fp, http.client.HTTPResponse):
+        fp = fp.fp
+    sock = getattr(getattr(fp, "raw", None), "_sock", None)
     if sock is not None:
         sock.settimeout(seconds)
 
