@@ -203,24 +203,65 @@ def sse_error_event(error: BehestLambdaError) -> bytes:
     return b"data: " + json.dumps(document, separators=(",", ":")).encode("utf-8") + b"\n\n"
 
 
+def whole_events(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Regroup a byte stream into blocks of complete SSE events, each checked as OpenAI SDKs will read it.
+
+    Raises UpstreamError for an event that is not UTF-8, a `data:` that is neither JSON nor
+    `[DONE]`, or an event too large to be real; upstream failures pass through as they are.
+    """
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        end = max((at + len(mark) for mark in _EVENT_ENDS if (at := pending.rfind(mark)) >= 0), default=0)
+        if end:
+            complete, pending = pending[:end], pending[end:]
+            _check_events(complete)
+            yield complete
+        elif len(pending) > MAX_EVENT_BYTES:
+            raise UpstreamError("Behest sent a stream event larger than the relay accepts")
+    if pending.strip():
+        _check_events(pending)
+        yield pending
+
+
+MAX_EVENT_BYTES = 1024 * 1024
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
+def _check_events(block: bytes) -> None:
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UpstreamError("Behest sent a stream event that is not UTF-8 text") from None
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if not line.startswith("data:"):
+            continue  # blank separators, comments, event:/id:/retry: fields
+        data = line[5:].strip()
+        if data == "[DONE]":
+            continue
+        try:
+            json.loads(data)
+        except ValueError:
+            raise UpstreamError("Behest sent a stream event that is not JSON") from None
+
+
 def buffered_stream(chunks: Iterator[bytes]) -> bytes:
     """Join a stream for a front door that buffers.
 
-    A failure after the first byte drops the unfinished event and ends the stream with an error
-    event, so the client sees a clean stream that says what went wrong.
+    A failure after the first byte (a reset, a stall, the deadline, a garbled event) drops the
+    unfinished event and ends the stream with an error event, so the client sees a clean stream
+    that says what went wrong.
     """
     parts: list[bytes] = []
     size = 0
     try:
-        for chunk in chunks:
-            size += len(chunk)
+        for block in whole_events(chunks):
+            size += len(block)
             if size > MAX_RESPONSE_BYTES - 1024:
                 raise UpstreamError("the stream is larger than a buffered Lambda response can carry")
-            parts.append(chunk)
+            parts.append(block)
     except UpstreamError as e:
         if not parts:
             raise
-        received = b"".join(parts)
-        complete = received[: received.rfind(b"\n\n") + 2] if b"\n\n" in received else b""
-        return complete + sse_error_event(e)
+        return b"".join(parts) + sse_error_event(e)
     return b"".join(parts)

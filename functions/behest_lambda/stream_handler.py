@@ -16,11 +16,11 @@ from typing import Any, Callable, Generator, Iterator, Mapping, Optional
 from . import apigw
 from . import settings as names
 from .caller_token import CallerTokenVerifier, bearer_token
-from .errors import BehestLambdaError, ConfigurationError, NotFoundError, UnauthenticatedError, UpstreamError
+from .errors import BehestLambdaError, ConfigurationError, NotFoundError, UnauthenticatedError
 from .identity import Identity, identity_from_claims
 from .key_source import key_source_for
 from .mint import Minter
-from .relay import ChatRequest, Relay, RelayAnswer, chat_request, sse_error_event
+from .relay import ChatRequest, Relay, RelayAnswer, chat_request, sse_error_event, whole_events
 from .settings import Settings
 from .telemetry import Telemetry
 
@@ -28,8 +28,6 @@ SERVICE = "behest-chat-stream"
 CHAT_PATH = "/v1/chat/completions"
 # An SSE event is held back until its blank line arrives (so an error event never lands inside a
 # half-sent one); a "stream" that never sends one is cut here.
-MAX_EVENT_BYTES = 1024 * 1024
-_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
 Prelude = dict[str, Any]
 
@@ -65,18 +63,9 @@ class AnswerBody:
 
     def _events(self, parts: Iterator[bytes]) -> Generator[bytes, None, None]:
         """Whole SSE events as they complete; a failure ends the stream with an error event."""
-        pending = b""
         try:
-            for part in parts:
-                pending += part
-                end = max((at + len(mark) for mark in _EVENT_ENDS if (at := pending.rfind(mark)) >= 0), default=0)
-                if end:
-                    complete, pending = pending[:end], pending[end:]
-                    yield self._sent(complete)
-                elif len(pending) > MAX_EVENT_BYTES:
-                    raise UpstreamError("Behest sent a stream event larger than the relay accepts")
-            if pending:
-                yield self._sent(pending)
+            for block in whole_events(parts):
+                yield self._sent(block)
         except BehestLambdaError as e:  # raised by the upstream reader: a reset, a stall, the deadline
             self.failure = e
             yield self._sent(sse_error_event(e))

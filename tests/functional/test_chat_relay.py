@@ -293,3 +293,13 @@ def test_sign_mode_mints_a_fresh_token_for_every_request(stack: Stack, standin: 
 def assert_every_upstream_request_was_for_each_caller(standin: StandinGateway) -> None:
     for recorded in (r for r in standin.requests if r.path == CHAT):
         assert recorded.claims is not None and recorded.claims["uid"] == recorded.body["user"]
+
+
+def test_a_garbled_event_mid_stream_ends_the_stream_with_an_error_the_sdk_raises(stack: Stack,
+                                                                                  standin: StandinGateway) -> None:
+    standin.inject(Fault("garbage", path="chat"))
+
+    with pytest.raises(openai.APIError) as caught:
+        list(stack.client().chat.completions.create(messages=HI, model="m", stream=True))
+
+    assert "not UTF-8" in caught.value.message or "not JSON" in caught.value.message
