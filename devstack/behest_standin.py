@@ -467,6 +467,7 @@ class _GatewayServer(ThreadingHTTPServer):
     """A threading HTTP server that knows its gateway and keeps quiet about dropped connections."""
 
     daemon_threads = True
+    request_queue_size = 128  # the default 5 overflows under a few concurrent clients
     # handle_request() is only called once the socket is readable; this bounds a vanished connection.
     timeout = 1.0
 
@@ -961,7 +962,7 @@ def _parse_json(raw: bytes) -> Any:
         return None
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than the parser goes is as unreadable as bad JSON
         return None
 
 

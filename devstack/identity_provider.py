@@ -10,12 +10,14 @@ import json
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Optional
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+
+from devstack.local_api import LoopbackServer
 
 DEFAULT_AUDIENCE = "behest-lambda-dev"
 
@@ -27,8 +29,7 @@ class LocalIdentityProvider:
         self.audience = audience
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = "dev-" + uuid.uuid4().hex[:8]
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = LoopbackServer((host, port), self._handler_class())
         self._thread: Optional[threading.Thread] = None
         self.url = f"http://{host}:{self._server.server_address[1]}"
 

@@ -18,10 +18,11 @@ import threading
 import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterable, Mapping, Optional
 
 from behest_lambda.stream_runtime import Responder, pump
+from devstack.local_api import LoopbackServer
 
 CORS_ALLOW_HEADERS = "authorization, content-type, x-session-id"
 CORS_EXPOSE_HEADERS = "x-session-id, retry-after, x-trace-id"
@@ -42,8 +43,7 @@ class StreamFunctionUrl:
                  allowed_origins: Iterable[str] = ()) -> None:
         self.function = function
         self.allowed_origins = set(allowed_origins)
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = LoopbackServer((host, port), self._handler_class())
         self.url = f"http://{host}:{self._server.server_address[1]}"
 
     def start(self) -> StreamFunctionUrl:

@@ -78,7 +78,8 @@ def json_object_body(event: Mapping[str, Any], max_bytes: int) -> Optional[dict[
     except UnicodeDecodeError:
         raise InvalidRequestError("the request body is not valid UTF-8") from None
     try:
-        document = json.loads(text, object_pairs_hook=_refuse_duplicates)
+        document = json.loads(text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant,
+                              parse_float=_finite_float)
     except _DuplicateKeyError as e:
         raise InvalidRequestError(f"the request body repeats the key {e.args[0]!r}") from None
     except RecursionError:
@@ -151,6 +152,17 @@ def entry_point(build: Callable[[Telemetry], Route], telemetry: Telemetry) -> Ha
     return handler
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("a number too large for JSON")
+    return value
+
+
 class _DuplicateKeyError(ValueError):
     pass
 
@@ -167,4 +179,4 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _json_error(error: ValueError) -> str:
     if isinstance(error, json.JSONDecodeError):
         return f"{error.msg} at line {error.lineno} column {error.colno}"
-    return "unreadable"
+    return str(error)[:100] or "unreadable"

@@ -95,14 +95,19 @@ class Minter:
         ttl = self._settings.default_ttl if requested is None else requested
         return max(MIN_TTL, min(ttl, self._settings.max_ttl))
 
-    def mint(self, identity: Identity, request: MintRequest = MintRequest()) -> MintResult:
-        """Mint a token for `identity`; the session is continued if asked, else new."""
+    def mint(self, identity: Identity, request: MintRequest = MintRequest(), *,
+             within: Optional[float] = None) -> MintResult:
+        """Mint a token for `identity`; the session is continued if asked, else new.
+
+        `within` caps an API-key mint's round trip below BEHEST_MINT_TIMEOUT when a caller has less time left.
+        """
         credentials = self._key_source.get()
         ttl = self.clamp_ttl(request.ttl)
         session_id = request.session_id or self._make_id()
         if credentials.mode == SIGN:
             return self._sign(credentials, identity, ttl, session_id)
-        return self._mint_over_http(credentials, identity, ttl, session_id)
+        timeout = self._settings.mint_timeout if within is None else min(self._settings.mint_timeout, within)
+        return self._mint_over_http(credentials, identity, ttl, session_id, timeout)
 
     def _sign(self, credentials: Credentials, identity: Identity, ttl: int, session_id: str) -> MintResult:
         now = int(self._clock())
@@ -127,7 +132,8 @@ class Minter:
         token = encode_rs256(header, claims, credentials.signing_key)
         return MintResult(token=token, ttl=ttl, session_id=session_id, expires_at=now + ttl, kid=credentials.kid)
 
-    def _mint_over_http(self, credentials: Credentials, identity: Identity, ttl: int, session_id: str) -> MintResult:
+    def _mint_over_http(self, credentials: Credentials, identity: Identity, ttl: int, session_id: str,
+                        timeout: float) -> MintResult:
         from .upstream import post_json
 
         body: dict[str, Any] = {"user_id": identity.user_id, "role": "user", "ttl": ttl, "session_id": session_id}
@@ -137,7 +143,7 @@ class Minter:
             self._settings.base_url + "/v1/auth/mint",
             body,
             {"Authorization": f"Bearer {credentials.api_key}"},
-            self._settings.mint_timeout,
+            timeout,
         )
         answer = response.json()
         if response.status == 429:

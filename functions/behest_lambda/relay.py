@@ -100,7 +100,7 @@ class Relay:
         self._wall_clock = wall_clock
         self._reusable: dict[tuple[str, Optional[int], Optional[str]], MintResult] = {}
 
-    def token_for(self, identity: Identity, session_id: Optional[str]) -> MintResult:
+    def token_for(self, identity: Identity, session_id: Optional[str], within: Optional[float] = None) -> MintResult:
         """A fresh token, or in API-key mode one still good for REUSE_MIN_REMAINING seconds."""
         if self._minter.mode() != API_KEY:
             return self._minter.mint(identity, MintRequest(session_id=session_id))
@@ -108,7 +108,7 @@ class Relay:
         cached = self._reusable.get(key)
         if cached is not None and cached.expires_at - self._wall_clock() >= REUSE_MIN_REMAINING:
             return cached
-        minted = self._minter.mint(identity, MintRequest(session_id=session_id))
+        minted = self._minter.mint(identity, MintRequest(session_id=session_id), within=within)
         self._reusable.pop(key, None)
         if len(self._reusable) >= REUSE_MAX_ENTRIES:
             del self._reusable[next(iter(self._reusable))]
@@ -120,7 +120,7 @@ class Relay:
         # One deadline for the whole call, mint included, so an API-key mint round trip cannot push
         # the answer past the function's timeout.
         deadline = self._clock() + self._settings.upstream_timeout
-        minted = self.token_for(identity, request.session_id)
+        minted = self.token_for(identity, request.session_id, within=self._settings.upstream_timeout)
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise UpstreamTimeoutError("minting the Behest token used up the relay's upstream timeout")

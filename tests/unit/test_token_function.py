@@ -298,3 +298,11 @@ def test_logs_carry_the_request_id_and_a_metric_but_never_the_token_or_key(
     text = telemetry.text()
     assert token not in text and token.split(".")[2] not in text
     assert "PRIVATE KEY" not in text and key_pem("tenant").splitlines()[1] not in text
+
+
+@pytest.mark.parametrize("body", ['{"ttl": NaN}', '{"ttl": Infinity}', '{"ttl": -Infinity}', '{"ttl": 1e400}'])
+def test_non_standard_json_numbers_get_a_400(function: TokenFunction, body: str) -> None:
+    event = load_event("token_mint")
+    event["body"] = body
+
+    assert function.handle(event)["statusCode"] == 400
