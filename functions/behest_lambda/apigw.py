@@ -136,7 +136,11 @@ Handler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 
 
 def entry_point(build: Callable[[Telemetry], Route], telemetry: Telemetry) -> Handler:
-    """A Lambda handler that builds its route on first use (so a configuration error is answered, not crashed on)."""
+    """A Lambda handler that builds its route on first use (so a configuration error is answered, not crashed on).
+
+    Nothing is built at import, so a SnapStart snapshot holds no key, id or connection; after a
+    restore the route is dropped anyway, in case an invocation ran before the snapshot.
+    """
     route: Optional[Route] = None
 
     def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
@@ -149,7 +153,23 @@ def entry_point(build: Callable[[Telemetry], Route], telemetry: Telemetry) -> Ha
                 return refusal(telemetry, e)
         return route.handle(event)
 
+    def forget() -> None:
+        nonlocal route
+        route = None
+        telemetry.request_id = None
+        telemetry.cold_start = True
+
+    after_snapstart_restore(forget)
     return handler
+
+
+def after_snapstart_restore(hook: Callable[[], None]) -> None:
+    """Run `hook` after a SnapStart restore, where the managed runtime (Python 3.12+) offers restore hooks."""
+    try:
+        from snapshot_restore_py import register_after_restore  # bundled in Lambda's managed runtime
+    except ImportError:
+        return
+    register_after_restore(hook)
 
 
 def _refuse_constant(name: str) -> Any:

@@ -306,3 +306,33 @@ def test_non_standard_json_numbers_get_a_400(function: TokenFunction, body: str)
     event["body"] = body
 
     assert function.handle(event)["statusCode"] == 400
+
+
+def test_a_snapstart_restore_drops_the_built_route_so_keys_and_ids_are_fetched_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    import types
+
+    hooks: list[Any] = []
+    fake = types.ModuleType("snapshot_restore_py")
+    fake.register_after_restore = hooks.append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", fake)
+    for name, value in sign_env().items():
+        monkeypatch.setenv(name, value)
+    builds: list[TokenFunction] = []
+
+    def build(telemetry: Telemetry) -> TokenFunction:
+        builds.append(TokenFunction.from_env(telemetry))
+        return builds[-1]
+
+    telemetry = CapturedTelemetry()
+    handler = apigw.entry_point(build, telemetry)
+    handler(load_event("token_mint"), FakeContext())
+    for hook in hooks:
+        hook()
+    handler(load_event("token_mint"), FakeContext())
+
+    assert len(hooks) == 1
+    assert len(builds) == 2
+    assert [r["cold_start"] for r in telemetry.logs()] == [True, True]
