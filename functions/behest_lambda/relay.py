@@ -16,7 +16,7 @@ from .errors import BehestLambdaError, InvalidRequestError, UpstreamError, Upstr
 from .identity import Identity
 from .mint import Minter, MintRequest, MintResult, valid_session_id
 from .settings import Settings
-from .upstream import MAX_RESPONSE_BYTES, lower_headers, open_post, stream_chunks
+from .upstream import MAX_RESPONSE_BYTES, lower_headers, open_post, read_within, stream_chunks
 
 MAX_MESSAGES = 2048
 # API-key mode only: a minted token is reused while it has this long left to live (a mint there
@@ -137,27 +137,16 @@ class Relay:
         if "x-trace-id" in upstream_headers:
             client_headers["x-trace-id"] = upstream_headers["x-trace-id"][:128]
         if response.status >= 300:
-            raise upstream_failure(response.status, upstream_headers, self._read_all(response, deadline))
+            raise upstream_failure(response.status, upstream_headers, read_within(response, deadline, self._clock))
         is_sse = upstream_headers.get("content-type", "").startswith("text/event-stream")
         if request.stream and is_sse:
             client_headers.update({"content-type": "text/event-stream", "cache-control": "no-cache"})
             return RelayAnswer(200, client_headers, stream_chunks(response, deadline, self._clock), stream=True)
-        body = self._read_all(response, deadline)
+        body = read_within(response, deadline, self._clock)
         if not _is_json_object(body):
             raise UpstreamError("Behest answered with something that is not a chat completion")
         client_headers.update({"content-type": "application/json", "cache-control": "no-store"})
         return RelayAnswer(200, client_headers, iter((body,)), stream=False)
-
-    def _read_all(self, response: Any, deadline: float) -> bytes:
-        """The whole body, within the deadline and Lambda's response cap."""
-        parts: list[bytes] = []
-        size = 0
-        for chunk in stream_chunks(response, deadline, self._clock):
-            size += len(chunk)
-            if size > MAX_RESPONSE_BYTES:
-                raise UpstreamError("Behest's answer is larger than a Lambda response can carry")
-            parts.append(chunk)
-        return b"".join(parts)
 
 
 def upstream_failure(status: int, headers: Mapping[str, str], body: bytes) -> BehestLambdaError:

@@ -76,51 +76,40 @@ def open_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float)
 
 def post_json(url: str, payload: Any, headers: Mapping[str, str], timeout: float) -> UpstreamResponse:
     """POST a JSON payload and read the whole answer, body included, within `timeout` seconds."""
-    started = time.monotonic()
+    deadline = time.monotonic() + timeout
     body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
     response = open_post(url, body, {"Content-Type": "application/json", "Accept": "application/json", **headers}, timeout)
-    with response:
-        remaining = timeout - (time.monotonic() - started)
-        return UpstreamResponse(response.status, lower_headers(response.headers), read_capped(response, remaining))
+    return UpstreamResponse(response.status, lower_headers(response.headers), read_within(response, deadline))
 
 
-def read_capped(response: Any, timeout: float) -> bytes:
-    """Read a body up to MAX_RESPONSE_BYTES within `timeout` seconds in all, mapping failures to upstream errors."""
-    # A per-read socket timeout alone would let a body that trickles in forever hold the function until Lambda kills it.
-    deadline = time.monotonic() + timeout
+def read_within(response: Any, deadline: float, clock: Callable[[], float] = time.monotonic) -> bytes:
+    """The whole body by `deadline` on `clock`, at most MAX_RESPONSE_BYTES; then the response is closed."""
     parts: list[bytes] = []
     size = 0
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise UpstreamTimeoutError("Behest's answer did not finish within the timeout")
-        _set_read_timeout(response, remaining)
-        try:
-            chunk = response.read1(65536)
-        except TimeoutError as e:
-            raise UpstreamTimeoutError("Behest stopped sending within the timeout") from e
-        except (OSError, http.client.HTTPException) as e:
-            raise UpstreamError(f"Behest connection failed mid-answer ({_reason(e)})") from e
-        if not chunk:
-            return b"".join(parts)
+    for chunk in stream_chunks(response, deadline, clock):
         size += len(chunk)
         if size > MAX_RESPONSE_BYTES:
             raise UpstreamError("Behest's answer is larger than a Lambda response can carry")
         parts.append(chunk)
+    return b"".join(parts)
 
 
 def stream_chunks(response: Any, deadline: float, clock: Callable[[], float]) -> Iterator[bytes]:
-    """Yield body bytes as they arrive until the end, or until `deadline` on `clock` passes."""
+    """Yield body bytes as they arrive until the end, or until `deadline` on `clock` passes.
+
+    A per-read socket timeout alone would let a body that trickles in forever hold the function
+    until Lambda kills it: every read gets only the time left.
+    """
     with response:
         while True:
             remaining = deadline - clock()
             if remaining <= 0:
-                raise UpstreamTimeoutError("Behest's stream ran past the relay's upstream timeout")
+                raise UpstreamTimeoutError("Behest's answer ran past the timeout")
             _set_read_timeout(response, remaining)
             try:
                 chunk = response.read1(65536)
             except TimeoutError as e:
-                raise UpstreamTimeoutError("Behest's stream stalled past the relay's upstream timeout") from e
+                raise UpstreamTimeoutError("Behest's answer stalled past the timeout") from e
             except (OSError, http.client.HTTPException) as e:
                 raise UpstreamError(f"Behest's stream broke off ({_reason(e)})") from e
             if not chunk:
