@@ -7,7 +7,6 @@ authorizer runs for real. Its key is generated at start and never leaves the pro
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler
@@ -17,12 +16,12 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from devstack.local_api import LoopbackServer
+from devstack.local_api import LoopbackServer, LoopbackService
 
 DEFAULT_AUDIENCE = "behest-lambda-dev"
 
 
-class LocalIdentityProvider:
+class LocalIdentityProvider(LoopbackService):
     """Serves /.well-known/openid-configuration, /.well-known/jwks.json and POST /token on loopback."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, audience: str = DEFAULT_AUDIENCE) -> None:
@@ -30,7 +29,6 @@ class LocalIdentityProvider:
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = "dev-" + uuid.uuid4().hex[:8]
         self._server = LoopbackServer((host, port), self._handler_class())
-        self._thread: Optional[threading.Thread] = None
         self.url = f"http://{host}:{self._server.server_address[1]}"
 
     @property
@@ -62,21 +60,6 @@ class LocalIdentityProvider:
         if plan is not None:
             payload["plan"] = plan
         return jwt.encode(payload, self._key, algorithm="RS256", headers={"kid": self.kid})
-
-    def start(self) -> LocalIdentityProvider:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="identity-provider", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> LocalIdentityProvider:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         provider = self

@@ -16,7 +16,7 @@ import time
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Self
 
 import jwt
 
@@ -31,6 +31,27 @@ class LoopbackServer(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 128  # the default 5 overflows under a few concurrent clients (a 1 s SYN retry each time)
+
+
+class LoopbackService:
+    """Start/stop for a dev server that serves `_server` on a daemon thread; usable as a context manager."""
+
+    _server: LoopbackServer
+    url: str
+
+    def start(self) -> Self:
+        threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class JwtAuthorizer:
@@ -74,7 +95,7 @@ class _Context:
         return 29_000
 
 
-class LocalHttpApi:
+class LocalHttpApi(LoopbackService):
     """Routes `(METHOD, path)` to Lambda handlers behind a JWT authorizer and CORS, on loopback."""
 
     def __init__(
@@ -93,20 +114,6 @@ class LocalHttpApi:
         self.public_paths = dict(public_paths or {})
         self._server = LoopbackServer((host, port), self._handler_class())
         self.url = f"http://{host}:{self._server.server_address[1]}"
-
-    def start(self) -> LocalHttpApi:
-        threading.Thread(target=self._server.serve_forever, name="local-http-api", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> LocalHttpApi:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def event_for(self, method: str, target: str, headers: Mapping[str, str], body: bytes,
                   claims: Mapping[str, str], source_ip: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import socket
-import threading
 import time
 import urllib.parse
 import uuid
@@ -22,7 +21,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterable, Mapping, Optional
 
 from behest_lambda.stream_runtime import Responder, pump
-from devstack.local_api import LoopbackServer
+from devstack.local_api import LoopbackServer, LoopbackService
 
 CORS_ALLOW_HEADERS = "authorization, content-type, x-session-id"
 CORS_EXPOSE_HEADERS = "x-session-id, retry-after, x-trace-id"
@@ -36,7 +35,7 @@ class _Context:
         self.aws_request_id = str(uuid.uuid4())
 
 
-class StreamFunctionUrl:
+class StreamFunctionUrl(LoopbackService):
     """Serves `function.respond` over HTTP/1.1 with chunked, unbuffered answers."""
 
     def __init__(self, function: Responder, *, host: str = "127.0.0.1", port: int = 0,
@@ -45,20 +44,6 @@ class StreamFunctionUrl:
         self.allowed_origins = set(allowed_origins)
         self._server = LoopbackServer((host, port), self._handler_class())
         self.url = f"http://{host}:{self._server.server_address[1]}"
-
-    def start(self) -> StreamFunctionUrl:
-        threading.Thread(target=self._server.serve_forever, name="stream-function-url", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> StreamFunctionUrl:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @staticmethod
     def event_for(method: str, target: str, headers: Mapping[str, str], body: bytes, source_ip: str,
