@@ -256,7 +256,8 @@ def test_the_lambda_handler_answers_a_configuration_error_as_json_naming_the_var
     assert "BEHEST_KEY" in body_of(response)["error"]["message"]
 
 
-def test_the_lambda_handler_builds_once_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def counting_builder(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[TokenFunction]]:
+    """A route builder reading a sign-mode environment, and the list of what it built."""
     for name, value in sign_env().items():
         monkeypatch.setenv(name, value)
     builds: list[TokenFunction] = []
@@ -264,6 +265,12 @@ def test_the_lambda_handler_builds_once_from_the_environment(monkeypatch: pytest
     def build(telemetry: Telemetry) -> TokenFunction:
         builds.append(TokenFunction.from_env(telemetry))
         return builds[-1]
+
+    return build, builds
+
+
+def test_the_lambda_handler_builds_once_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    build, builds = counting_builder(monkeypatch)
 
     handler = apigw.entry_point(build, CapturedTelemetry())
     first = handler(load_event("token_mint"), FakeContext())
@@ -318,13 +325,7 @@ def test_a_snapstart_restore_drops_the_built_route_so_keys_and_ids_are_fetched_a
     fake = types.ModuleType("snapshot_restore_py")
     fake.register_after_restore = hooks.append  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "snapshot_restore_py", fake)
-    for name, value in sign_env().items():
-        monkeypatch.setenv(name, value)
-    builds: list[TokenFunction] = []
-
-    def build(telemetry: Telemetry) -> TokenFunction:
-        builds.append(TokenFunction.from_env(telemetry))
-        return builds[-1]
+    build, builds = counting_builder(monkeypatch)
 
     telemetry = CapturedTelemetry()
     handler = apigw.entry_point(build, telemetry)
