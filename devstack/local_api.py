@@ -33,6 +33,17 @@ class LoopbackServer(ThreadingHTTPServer):
     request_queue_size = 128  # the default 5 overflows under a few concurrent clients (a 1 s SYN retry each time)
 
 
+class NoDelayHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive, each write sent at once."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without this, Nagle holds the body ~40 ms on kept-alive connections.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class LoopbackService:
     """Start/stop for a dev server that serves `_server` on a daemon thread; usable as a context manager."""
 
@@ -152,14 +163,7 @@ class LocalHttpApi(LoopbackService):
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                # Headers and body go out in two writes; without this, Nagle holds the body ~40 ms on kept-alive connections.
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+        class Handler(NoDelayHandler):
             def do_OPTIONS(self) -> None:  # noqa: N802
                 origin = self.headers.get("Origin")
                 self.send_response(204)

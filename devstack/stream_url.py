@@ -13,7 +13,6 @@ with a `Cors` setting, it answers preflights itself for the allowed origins.
 from __future__ import annotations
 
 import base64
-import socket
 import time
 import urllib.parse
 import uuid
@@ -21,7 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterable, Mapping, Optional
 
 from behest_lambda.stream_runtime import Responder, pump
-from devstack.local_api import LoopbackServer, LoopbackService
+from devstack.local_api import LoopbackServer, LoopbackService, NoDelayHandler
 
 CORS_ALLOW_HEADERS = "authorization, content-type, x-session-id"
 CORS_EXPOSE_HEADERS = "x-session-id, retry-after, x-trace-id"
@@ -90,13 +89,7 @@ class StreamFunctionUrl(LoopbackService):
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         url = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+        class Handler(NoDelayHandler):
             def do_OPTIONS(self) -> None:  # noqa: N802
                 if self.headers.get("Access-Control-Request-Method") is None:
                     self._dispatch()
