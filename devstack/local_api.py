@@ -43,6 +43,18 @@ class NoDelayHandler(BaseHTTPRequestHandler):
         # Headers and body go out in separate writes; without this, Nagle holds the body ~40 ms on kept-alive connections.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def answer_preflight(self, origin: Optional[str], methods: str) -> None:
+        """204 to a CORS preflight; the allow headers only for an allowed `origin` (else the browser refuses)."""
+        self.send_response(204)
+        if origin:
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Access-Control-Allow-Methods", methods)
+            self.send_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+            self.send_header("Access-Control-Max-Age", "600")
+            self.send_header("Vary", "Origin")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
 
 class LoopbackService:
     """Start/stop for a dev server that serves `_server` on a daemon thread; usable as a context manager."""
@@ -166,15 +178,7 @@ class LocalHttpApi(LoopbackService):
         class Handler(NoDelayHandler):
             def do_OPTIONS(self) -> None:  # noqa: N802
                 origin = self.headers.get("Origin")
-                self.send_response(204)
-                if origin in api.allowed_origins:
-                    self.send_header("Access-Control-Allow-Origin", origin)
-                    self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
-                    self.send_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
-                    self.send_header("Access-Control-Max-Age", "600")
-                    self.send_header("Vary", "Origin")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.answer_preflight(origin if origin in api.allowed_origins else None, "POST, OPTIONS")
 
             def do_GET(self) -> None:  # noqa: N802
                 path = urllib.parse.urlsplit(self.path).path

@@ -22,7 +22,6 @@ from typing import Any, Iterable, Mapping, Optional
 from behest_lambda.stream_runtime import Responder, pump
 from devstack.local_api import LoopbackServer, LoopbackService, NoDelayHandler
 
-CORS_ALLOW_HEADERS = "authorization, content-type, x-session-id"
 CORS_EXPOSE_HEADERS = "x-session-id, retry-after, x-trace-id"
 MAX_BODY_BYTES = 6 * 1024 * 1024  # a Function URL's request payload cap
 
@@ -94,16 +93,7 @@ class StreamFunctionUrl(LoopbackService):
                 if self.headers.get("Access-Control-Request-Method") is None:
                     self._dispatch()
                     return
-                self.send_response(204)
-                origin = self._allowed_origin()
-                if origin:
-                    self.send_header("Access-Control-Allow-Origin", origin)
-                    self.send_header("Access-Control-Allow-Methods", "POST")
-                    self.send_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
-                    self.send_header("Access-Control-Max-Age", "600")
-                    self.send_header("Vary", "Origin")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.answer_preflight(self._allowed_origin(), "POST")
 
             def do_GET(self) -> None:  # noqa: N802
                 self._dispatch()
