@@ -1,186 +1,232 @@
-"""The demo page in headless Chromium against `make dev`'s stack: sign in, fetch a token, watch answers stream."""
+"""The demo chat in headless Chromium against `make dev`'s stack: streaming on both paths, history, token refreshes."""
 
 from __future__ import annotations
 
-import functools
-import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-import pytest
+from selenium.webdriver.common.by import By
 
-from tests.support import ROOT
+from tests.e2e.pages import (
+    Stack,
+    current_token,
+    jti_of,
+    open_page,
+    page_server_for,
+    screenshot,
+    sign_in,
+    skip_without_chromium,
+    text_of,
+    wait_for,
+)
 
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-EXPECTED = "Hello ada! You said: Count to five slowly."
+skip_without_chromium()
 
-if not (CHROMIUM and CHROMEDRIVER):
-    if os.environ.get("CI"):
-        pytest.fail("CI needs chromium and chromedriver: `make test` installs them with apt-get", pytrace=False)
-    pytest.skip("chromium/chromedriver not installed (`make test` installs them on Debian)", allow_module_level=True)
-
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+FIRST = "Count to five slowly."
+SECOND = "Now backwards please."
+# The stand-in answers "Hello <user>! You said: <last user message>", a word per chunk.
+LONG = " ".join(["one", "two", "three", "four", "five"] * 5)
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[dict[str, str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", "0", "--identity-port", "0",
-         "--behest-port", "0", "--secrets-port", "0", "--chunk-delay", "0.15"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    assert process.stdout is not None
-    banner = []
-    for line in process.stdout:
-        banner.append(line)
-        if "Ctrl-C stops everything" in line:
-            break
-    text = "".join(banner)
-    match = re.search(r"API \(token \+ chat relay\)\s+(\S+)", text)
-    assert match, text
-    threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
-    yield {"api": match.group(1)}
-    process.terminate()
-    process.wait(timeout=15)
-    process.stdout.close()
+def answer_for(message: str) -> str:
+    return f"Hello ada! You said: {message}"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM  # type: ignore[assignment]
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1200,900", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(20)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+def words(text: str) -> int:
+    return len(text.split())
 
 
-def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float = 15) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.02).until(condition)
+def answers(driver: Any) -> list[str]:
+    return [str(e.text) for e in driver.find_elements(By.CSS_SELECTOR, ".turn.assistant .content")]
 
 
-def text_of(driver: Any, element_id: str) -> str:
-    return str(driver.find_element(By.ID, element_id).text)
+def metas(driver: Any) -> list[str]:
+    return [str(e.text) for e in driver.find_elements(By.CSS_SELECTOR, ".turn.assistant .meta")]
 
 
-def sign_in_and_get_token(driver: Any) -> None:
-    wait_for(driver, lambda d: d.execute_script("return typeof state !== 'undefined' && state.config !== null"))
-    driver.find_element(By.ID, "sign-in").click()
-    wait_for(driver, lambda d: d.find_element(By.ID, "get-token").is_enabled() or "failed" in text_of(d, "sign-in-status"))
-    driver.find_element(By.ID, "get-token").click()
-    wait_for(driver, lambda d: text_of(d, "token-status") != "")
+def send(driver: Any, message: str, via: str = "direct") -> None:
+    driver.find_element(By.ID, f"route-{via}").click()
+    box = driver.find_element(By.ID, "message")
+    box.clear()
+    box.send_keys(message)
+    driver.find_element(By.ID, "send").click()
 
 
-def test_the_page_signs_in_gets_a_token_and_renders_both_answers_as_they_stream(stack: dict[str, str],
-                                                                                 browser: Any) -> None:
-    browser.get(stack["api"] + "/")
-    sign_in_and_get_token(browser)
+def watch_answer(driver: Any, index: int, expected: str, timeout: float = 30) -> list[str]:
+    """Every text the answer at `index` showed until the chat status said done; the last is the whole answer."""
+    seen: list[str] = []
+
+    def finished(d: Any) -> bool:
+        texts = answers(d)
+        if len(texts) > index:
+            seen.append(texts[index])
+        status = text_of(d, "chat-status")
+        assert "failed" not in status, status
+        return status.startswith("done") and len(texts) > index
+
+    wait_for(driver, finished, timeout=timeout)
+    seen.append(answers(driver)[index])
+    return seen
+
+
+def assert_streamed(seen: list[str], expected: str) -> None:
+    assert seen[-1] == expected
+    partial = [t for t in seen if t and t != expected]
+    assert partial, "the answer never showed a partial text: it did not stream"
+    assert all(expected.startswith(t) for t in partial)
+
+
+def refreshes(driver: Any) -> list[dict[str, Any]]:
+    return list(driver.execute_script("return window.demo.refreshes"))
+
+
+def test_the_chat_streams_answers_browser_direct_and_through_the_relay_and_keeps_the_history(
+        standin: Stack, browser: Any) -> None:
+    open_page(browser, standin.page)
+    sign_in(browser)
     assert text_of(browser, "token-status").startswith("Token for session "), text_of(browser, "token-status")
+    session = current_token(browser)["sessionId"]
 
-    browser.find_element(By.ID, "ask").click()
-    seen: dict[str, list[str]] = {"direct-output": [], "relay-output": []}
+    send(browser, FIRST, via="direct")
+    direct = watch_answer(browser, 0, answer_for(FIRST))
+    send(browser, SECOND, via="relay")
+    relay = watch_answer(browser, 1, answer_for(SECOND))
+    shot = screenshot(browser, "browser-demo.png")
 
-    def finished(driver: Any) -> bool:
-        for output, texts in seen.items():
-            texts.append(text_of(driver, output))
-        return "done" in text_of(driver, "direct-status") and "done" in text_of(driver, "relay-status")
-
-    wait_for(browser, finished, timeout=30)
-    ARTIFACTS.mkdir(exist_ok=True)
-    browser.save_screenshot(str(ARTIFACTS / "browser-demo.png"))
-
-    assert text_of(browser, "direct-output") == EXPECTED
-    assert text_of(browser, "relay-output") == EXPECTED
-    for output, texts in seen.items():
-        partial = [t for t in texts if t and t != EXPECTED]
-        assert partial, f"{output} never showed a partial answer: it did not stream"
-        assert all(EXPECTED.startswith(t) for t in partial)
-
-
-class _PageOnly(SimpleHTTPRequestHandler):
-    """Serves the demo page and its config from another origin: one the stack does not allow."""
-
-    config = b"{}"
-
-    def do_GET(self) -> None:  # noqa: N802
-        if self.path == "/config.json":
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(self.config)))
-            self.end_headers()
-            self.wfile.write(self.config)
-        else:
-            super().do_GET()
-
-    def log_message(self, *args: Any) -> None:
-        pass
+    assert_streamed(direct, answer_for(FIRST))
+    assert_streamed(relay, answer_for(SECOND))
+    # The second turn carried the whole history: the stand-in counts every message's words as prompt tokens.
+    first_meta, second_meta = metas(browser)
+    prompt_1, completion_1 = words(FIRST), words(answer_for(FIRST))
+    prompt_2, completion_2 = prompt_1 + completion_1 + words(SECOND), words(answer_for(SECOND))
+    assert re.fullmatch(rf"direct · first token \d+ ms · {prompt_1} prompt \+ {completion_1} completion = "
+                        rf"{prompt_1 + completion_1} tokens", first_meta), first_meta
+    assert re.fullmatch(rf"relay · first token \d+ ms · {prompt_2} prompt \+ {completion_2} completion = "
+                        rf"{prompt_2 + completion_2} tokens", second_meta), second_meta
+    direct_request, relayed_request = standin.chat_requests()
+    assert [m["role"] for m in relayed_request["body"]["messages"]] == ["user", "assistant", "user"]
+    # One session on both paths: the page's X-Session-Id, forwarded by the relay.
+    assert direct_request["headers"]["x-session-id"] == session
+    assert relayed_request["headers"]["x-session-id"] == session
+    assert relayed_request["claims"]["sid"] == session
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_page_on_a_disallowed_origin_is_refused_by_cors(stack: dict[str, str], browser: Any) -> None:
-    with open_config(stack["api"]) as config:
-        handler = functools.partial(_PageOnly, directory=str(ROOT / "devstack" / "web"))
-        _PageOnly.config = json.dumps(config).encode()
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            browser.get(f"http://127.0.0.1:{server.server_address[1]}/")
-            sign_in_and_get_token(browser)
-            status = text_of(browser, "token-status")
-        finally:
-            server.shutdown()
-            server.server_close()
+def test_the_token_is_refreshed_on_a_timer_before_it_expires_while_an_answer_streams(
+        standin: Stack, browser: Any) -> None:
+    # A 60 s token refreshed 57 s before it expires: the timer fires about 3 s after sign-in.
+    open_page(browser, standin.page + "/?ttl=60&margin=57")
+    sign_in(browser)
+    first = current_token(browser)
+    assert first["ttl"] == 60
+
+    send(browser, LONG)
+    statuses_at_refresh: list[str] = []
+
+    def refreshed_while_streaming(d: Any) -> bool:
+        status = text_of(d, "chat-status")
+        if refreshes(d):
+            statuses_at_refresh.append(status)
+            return True
+        return False
+
+    wait_for(browser, refreshed_while_streaming, timeout=10)
+    seen = watch_answer(browser, 0, answer_for(LONG))
+    screenshot(browser, "browser-demo-refreshed.png")
+
+    assert statuses_at_refresh[0].startswith(("streaming", "waiting")), statuses_at_refresh
+    assert refreshes(browser)[0]["reason"] == "timer"
+    assert_streamed(seen, answer_for(LONG))
+    refreshed = current_token(browser)
+    assert refreshed["token"] != first["token"]
+    assert refreshed["sessionId"] == first["sessionId"]
+    assert "error" not in browser.find_element(By.ID, "token-status").get_attribute("class")
+    assert browser.execute_script("return window.demo.errors") == []
+
+    send(browser, FIRST)
+    watch_answer(browser, 1, answer_for(FIRST))
+    earlier, later = standin.chat_requests()
+    assert earlier["claims"]["jti"] == jti_of(first["token"])
+    assert later["claims"] is not None and later["claims"]["jti"] != jti_of(first["token"])
+    assert later["claims"]["sid"] == earlier["claims"]["sid"] == first["sessionId"]
+
+
+def test_a_token_about_to_expire_is_refreshed_before_the_request_that_would_use_it(
+        standin: Stack, browser: Any) -> None:
+    # ttl 60 s, default margin 10 % (6 s): moving the page's clock 56 s on leaves 4 s, inside the margin.
+    open_page(browser, standin.page + "/?ttl=60")
+    sign_in(browser)
+    first = current_token(browser)
+    browser.execute_script("window.demo.clock.advance(56)")
+    wait_for(browser, lambda d: text_of(d, "token-expiry") in ("0:04", "0:03"))
+    assert refreshes(browser) == []
+
+    send(browser, FIRST)
+    watch_answer(browser, 0, answer_for(FIRST))
+
+    assert [r["reason"] for r in refreshes(browser)] == ["expiring"]
+    (request,) = standin.chat_requests()
+    used = current_token(browser)
+    assert request["claims"]["jti"] == jti_of(used["token"]) != jti_of(first["token"])
+    assert request["claims"]["sid"] == first["sessionId"]
+    assert text_of(browser, "token-expiry") in ("1:00", "0:59", "0:58")
+
+
+def test_a_401_from_behest_triggers_exactly_one_refresh_and_one_retry(standin: Stack, browser: Any) -> None:
+    open_page(browser, standin.page)
+    sign_in(browser)
+    first = current_token(browser)
+    standin.inject({"kind": "status", "status": 401, "code": "token_expired", "path": "chat"})
+
+    send(browser, FIRST)
+    seen = watch_answer(browser, 0, answer_for(FIRST))
+
+    assert_streamed(seen, answer_for(FIRST))
+    assert [r["reason"] for r in refreshes(browser)] == ["unauthorized"]
+    refused, retried = standin.chat_requests()
+    assert refused["claims"]["jti"] == jti_of(first["token"])
+    assert retried["claims"]["jti"] == jti_of(current_token(browser)["token"]) != jti_of(first["token"])
+    assert retried["headers"]["x-session-id"] == first["sessionId"]
+
+
+def test_a_second_401_is_shown_to_the_user_after_the_one_retry(standin: Stack, browser: Any) -> None:
+    open_page(browser, standin.page)
+    sign_in(browser)
+    standin.inject(*[{"kind": "status", "status": 401, "code": "token_expired", "path": "chat"}] * 3)
+
+    send(browser, FIRST)
+    wait_for(browser, lambda d: "failed" in text_of(d, "chat-status"))
+
+    assert text_of(browser, "chat-status") == "Direct call failed: 401 injected fault: status 401 (token_expired)"
+    assert len(standin.chat_requests()) == 2
+    assert [r["reason"] for r in refreshes(browser)] == ["unauthorized"]
+
+
+def test_the_stop_button_cancels_the_stream_and_keeps_what_arrived(standin: Stack, browser: Any) -> None:
+    open_page(browser, standin.page)
+    sign_in(browser)
+
+    send(browser, LONG, via="relay")
+    wait_for(browser, lambda d: answers(d) and len(answers(d)[0].split()) >= 3)
+    browser.find_element(By.ID, "stop").click()
+    wait_for(browser, lambda d: text_of(d, "chat-status").startswith("stopped"))
+
+    kept = answers(browser)[0]
+    assert kept and answer_for(LONG).startswith(kept) and kept != answer_for(LONG)
+    assert metas(browser) == ["relay · stopped"]
+    # Nothing half-answered joins the history.
+    assert browser.execute_script("return window.demo.history") == []
+
+
+def test_a_page_on_a_disallowed_origin_is_refused_by_cors(stack: Stack, browser: Any) -> None:
+    server = page_server_for(stack.config)
+    try:
+        open_page(browser, server.url + "/")
+        sign_in(browser)
+        status = text_of(browser, "token-status")
+    finally:
+        server.stop()
 
     assert status.startswith("Token request failed"), status
     assert "Failed to fetch" in status
 
-
-class open_config:
-    """The stack's own page config, read over HTTP as the page does."""
-
-    def __init__(self, api: str) -> None:
-        self.api = api
-
-    def __enter__(self) -> dict[str, str]:
-        import urllib.request
-
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(self.api + "/config.json", timeout=5) as response:
-                    return dict(json.loads(response.read()))
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-
-def test_the_screenshot_artifact_is_a_png(stack: dict[str, str], browser: Any) -> None:
-    shot = ARTIFACTS / "browser-demo.png"
-    if not shot.exists():
-        browser.get(stack["api"] + "/")
-        browser.save_screenshot(str(shot))
-
-    assert Path(shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,83 @@
+"""Browser fixtures: `make dev`'s stack in a subprocess, headless Chromium, a page server on a second origin."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import Any, Iterator
+
+import pytest
+
+from tests.e2e.pages import CHROMEDRIVER, CHROMIUM, PageServer, Stack, call, serves
+from tests.support import ROOT
+
+
+@pytest.fixture(scope="session")
+def allowed_page() -> Iterator[PageServer]:
+    """A second origin the stack is told to allow: serves the page until the stack serves every file of it."""
+    server = PageServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(allowed_page: PageServer) -> Iterator[Stack]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", "0", "--identity-port", "0",
+         "--behest-port", "0", "--secrets-port", "0", "--chunk-delay", "0.15", "--allow-origin", allowed_page.url],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert process.stdout is not None
+    banner = []
+    for line in process.stdout:
+        banner.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    text = "".join(banner)
+    match = re.search(r"API \(token \+ chat relay\)\s+(\S+)", text)
+    assert match, text
+    threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
+    api = match.group(1)
+    config = dict(call("GET", api + "/config.json"))
+    allowed_page.config = json.dumps(config).encode()
+    # The stack's own page once it serves the module and the page's script; until then the allowed second origin.
+    own = serves(api + "/behest-client.js") and serves(api + "/app.js")
+    yield Stack(api=api, page=api if own else allowed_page.url, config=config)
+    process.terminate()
+    process.wait(timeout=15)
+    process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("chromium/chromedriver not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM  # type: ignore[assignment]
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1200,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(20)
+    driver.set_script_timeout(30)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def standin(stack: Stack) -> Iterator[Stack]:
+    """The stack with the stand-in's faults and records cleared before and after the test."""
+    stack.reset_standin()
+    yield stack
+    stack.reset_standin()
