@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import mimetypes
 import os
 import uuid
 from dataclasses import dataclass
@@ -22,15 +23,27 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto.server import ThreadedMotoServer
 
+from behest_lambda.routes import RELAY_FUNCTION, TOKEN_FUNCTION
 from devstack.behest_standin import StandinGateway
 from devstack.identity_provider import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
 from devstack.stream_url import StreamFunctionUrl
 
 WEB_ROOT = Path(__file__).resolve().parent / "web"
+# The browser module another part of the repository ships; served when present.
+BROWSER_CLIENT = Path(__file__).resolve().parent.parent / "client" / "behest-client.js"
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                 ".json": "application/json", ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon",
+                 ".txt": "text/plain; charset=utf-8", ".map": "application/json"}
 TENANT_ID = "tenant-dev"
 PROJECT_ID = "project-dev"
 DEV_API_KEY = "behest_sk_live_dev_only_key"
+
+
+def content_type(path: Path) -> str:
+    """The Content-Type a browser needs (a module script must be served as JavaScript)."""
+    return CONTENT_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -115,8 +128,8 @@ class LocalStack:
 
         origins = set(self.extra_origins)
         self.api = LocalHttpApi(
-            {("POST", "/api/behest/token"): token_handler.handler,
-             ("POST", "/v1/chat/completions"): relay_handler.handler},
+            # The route table (behest_lambda.routes) says which function serves which route, as the template does.
+            {TOKEN_FUNCTION: token_handler.handler, RELAY_FUNCTION: relay_handler.handler},
             JwtAuthorizer(self.identity.issuer, [self.identity.audience], self.identity.jwks_url),
             allowed_origins=origins,
             port=self.ports.api,
@@ -125,6 +138,7 @@ class LocalStack:
         self._stops.append(self.api.stop)
         self.api.allowed_origins.update({self.api.url, self.api.url.replace("127.0.0.1", "localhost")})
         self.behest.allowed_origins.update(self.api.allowed_origins)
+        self.identity.allowed_origins.update(self.api.allowed_origins)
 
         # The streaming route: a local Function URL in front of the function the Runtime API loop serves in AWS.
         from behest_lambda.stream_handler import StreamFunction
@@ -142,11 +156,15 @@ class LocalStack:
         return {"apiUrl": self.api.url, "identityUrl": self.identity.url, "behestUrl": self.behest.url,
                 "relayUrl": self.stream.url}
 
-    def _public_paths(self) -> dict[str, tuple[str, bytes]]:
-        pages: dict[str, tuple[str, bytes]] = {}
-        index = WEB_ROOT / "index.html"
-        if index.exists():
-            pages["/"] = ("text/html; charset=utf-8", index.read_bytes())
+    @staticmethod
+    def _public_paths() -> dict[str, tuple[str, bytes]]:
+        """The demo page's files at /<name> (index.html at / too) and the browser client at /behest-client.js."""
+        files = [path for path in sorted(WEB_ROOT.iterdir()) if path.is_file()] if WEB_ROOT.is_dir() else []
+        if BROWSER_CLIENT.is_file():
+            files.append(BROWSER_CLIENT)
+        pages = {"/" + path.name: (content_type(path), path.read_bytes()) for path in files}
+        if "/index.html" in pages:
+            pages["/"] = pages["/index.html"]
         return pages
 
     def stop(self) -> None:

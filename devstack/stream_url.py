@@ -3,7 +3,8 @@
 Each HTTP request becomes the Function URL event (payload 2.0, no authorizer: the function
 verifies the caller itself), `respond` answers it, and the prelude's status and headers go out
 first, then each body part as its own HTTP chunk the moment it is produced. Like a Function URL
-with a `Cors` setting, it answers preflights itself for the allowed origins.
+with a `Cors` setting, it answers preflights itself for the allowed origins. Every other method
+and path reaches the function, as on a real Function URL; malformed HTTP gets a JSON error.
 
     function = StreamFunction.from_env(telemetry, env)
     with StreamFunctionUrl(function) as url:
@@ -13,17 +14,17 @@ with a `Cors` setting, it answers preflights itself for the allowed origins.
 from __future__ import annotations
 
 import base64
+import json
 import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterable, Mapping, Optional
 
 from behest_lambda.stream_runtime import Responder, pump
-from devstack.local_api import LoopbackServer, LoopbackService, NoDelayHandler
+from devstack.loopback import CORS_EXPOSE_HEADERS, LoopbackServer, LoopbackService, NoDelayHandler, RequestRefused
 
-CORS_EXPOSE_HEADERS = "x-session-id, retry-after, x-trace-id"
 MAX_BODY_BYTES = 6 * 1024 * 1024  # a Function URL's request payload cap
+PREFLIGHT_METHODS = "GET, POST"
 
 
 class _Context:
@@ -85,55 +86,48 @@ class StreamFunctionUrl(LoopbackService):
                 event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode("ascii"), True
         return event
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[NoDelayHandler]:
         url = self
 
         class Handler(NoDelayHandler):
+            max_body_bytes = MAX_BODY_BYTES
+
             def do_OPTIONS(self) -> None:  # noqa: N802
                 if self.headers.get("Access-Control-Request-Method") is None:
-                    self._dispatch()
+                    self.dispatch()
                     return
-                self.answer_preflight(self._allowed_origin(), "POST")
+                self.answer_preflight(self._allowed_origin(), PREFLIGHT_METHODS)
 
-            def do_GET(self) -> None:  # noqa: N802
-                self._dispatch()
-
-            def do_POST(self) -> None:  # noqa: N802
-                self._dispatch()
-
-            def do_PUT(self) -> None:  # noqa: N802
-                self._dispatch()
-
-            def do_DELETE(self) -> None:  # noqa: N802
-                self._dispatch()
-
-            def _dispatch(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY_BYTES:
-                    self._whole(413, {"content-type": "application/json"}, b'{"Message":"Request Too Long"}')
-                    self.close_connection = True
+            def dispatch(self) -> None:
+                # Every method and path reaches the function, as on a real Function URL: it answers 404/405 itself.
+                try:
+                    body = self.read_body()
+                except RequestRefused as refused:
+                    self.refuse(refused)
                     return
-                body = self.rfile.read(length) if length else b""
                 event = url.event_for(self.command, self.path, dict(self.headers.items()), body,
                                       self.client_address[0], self.headers.get("Host", "localhost"))
                 try:
                     prelude, answer = url.function.respond(event, _Context())
                 except Exception:  # a function error: what a Function URL answers, then the traceback
-                    self._whole(502, {"content-type": "application/json"}, b'{"Message":"Internal Server Error"}')
+                    self.send_whole(502, {"Content-Type": "application/json"}, b'{"Message":"Internal Server Error"}')
                     raise
                 self.send_response(int(prelude.get("statusCode", 200)))
                 for name, value in dict(prelude.get("headers") or {}).items():
                     self.send_header(name, str(value))
                 for cookie in prelude.get("cookies") or []:
                     self.send_header("Set-Cookie", cookie)
-                self._cors()
+                for name, value in self.extra_headers().items():
+                    self.send_header(name, value)
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 self.wfile.flush()
+                write = self._chunk if self.command != "HEAD" else _discard
                 try:
-                    pump(answer, self._chunk)
-                    self.wfile.write(b"0\r\n\r\n")
-                    self.wfile.flush()
+                    pump(answer, write)
+                    if self.command != "HEAD":
+                        self.wfile.write(b"0\r\n\r\n")
+                        self.wfile.flush()
                 except OSError:  # the client left: pump has closed the answer, and Behest's stream with it
                     self.close_connection = True
 
@@ -141,27 +135,24 @@ class StreamFunctionUrl(LoopbackService):
                 self.wfile.write(b"%X\r\n" % len(data) + data + b"\r\n")
                 self.wfile.flush()
 
-            def _whole(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self._cors()
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            def error_body(self, status: int, message: str) -> bytes:
+                # A Function URL's own errors are {"Message": ...}.
+                return json.dumps({"Message": message}).encode()
 
-            def _cors(self) -> None:
+            def extra_headers(self) -> dict[str, str]:
                 origin = self._allowed_origin()
-                if origin:
-                    self.send_header("Access-Control-Allow-Origin", origin)
-                    self.send_header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
-                    self.send_header("Vary", "Origin")
+                if not origin:
+                    return {}
+                return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
+                        "Vary": "Origin"}
 
             def _allowed_origin(self) -> Optional[str]:
-                origin = self.headers.get("Origin")
+                headers = getattr(self, "headers", None)  # absent when the request line itself was garbled
+                origin = headers.get("Origin") if headers else None
                 return origin if origin and origin in url.allowed_origins else None
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
         return Handler
+
+
+def _discard(data: bytes) -> None:
+    """A HEAD answer has no body: the function's parts are produced and dropped."""
