@@ -1,4 +1,4 @@
-"""Tenant credentials: which mode a BEHEST_KEY selects, and the key material ready to use."""
+"""Tenant credentials: either a signing key (local-sign mode) or an API key (API-key mode), ready to use."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from . import settings as names
 from .errors import ConfigurationError
@@ -14,24 +14,38 @@ from .errors import ConfigurationError
 API_KEY_PREFIX = "behest_sk_live_"
 PEM_PREFIX = "behest_pk_"
 _PEM_MARKERS = ("BEGIN PRIVATE KEY", "BEGIN RSA PRIVATE KEY")
+MIN_RSA_BITS = 2048
 
 SIGN = "sign"
 API_KEY = "api_key"
 
 
 @dataclass(frozen=True)
-class Credentials:
-    """What a mint needs: in sign mode a loaded RSA key with its kid, tenant and project; else an API key."""
+class SigningKey:
+    """Local-sign mode: a loaded RSA private key with its kid, tenant and project."""
 
-    mode: str
-    api_key: Optional[str] = None
-    signing_key: Any = None  # cryptography RSAPrivateKey; typed loosely so API-key mode never imports it
-    kid: Optional[str] = None
-    tenant_id: Optional[str] = None
-    project_id: Optional[str] = None
+    key: Any  # cryptography RSAPrivateKey; typed loosely so that API-key mode never imports cryptography
+    kid: str
+    tenant_id: str
+    project_id: str
+    mode = SIGN
 
     def __repr__(self) -> str:
-        return f"Credentials(mode={self.mode!r}, kid={self.kid!r})"
+        return f"SigningKey(kid={self.kid!r})"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """API-key mode: Behest mints the tokens over HTTP."""
+
+    value: str
+    mode = API_KEY
+
+    def __repr__(self) -> str:
+        return "ApiKey(…)"
+
+
+Credentials = Union[SigningKey, ApiKey]
 
 
 def detect_mode(raw_key: str) -> tuple[str, str]:
@@ -58,7 +72,7 @@ def detect_mode(raw_key: str) -> tuple[str, str]:
 
 
 def credentials_from(key_value: str, fallback: Mapping[str, Optional[str]]) -> Credentials:
-    """Build Credentials from a BEHEST_KEY string or a JSON secret object, with fallback ids from settings.
+    """Build credentials from a BEHEST_KEY string or a JSON secret object, with fallback ids from settings.
 
     A JSON secret may carry BEHEST_KEY with BEHEST_KID, BEHEST_TENANT_ID and BEHEST_PROJECT_ID
     so that a rotation swaps key and kid in one write; values in it win over the fallback.
@@ -68,7 +82,7 @@ def credentials_from(key_value: str, fallback: Mapping[str, Optional[str]]) -> C
     if stripped.startswith("{"):
         try:
             document = json.loads(stripped)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise ConfigurationError("the key secret is not valid JSON") from e
         if not isinstance(document, dict) or not isinstance(document.get(names.BEHEST_KEY), str):
             raise ConfigurationError(f"the key secret's JSON object needs a string {names.BEHEST_KEY}")
@@ -82,27 +96,21 @@ def credentials_from(key_value: str, fallback: Mapping[str, Optional[str]]) -> C
 
     mode, material = detect_mode(stripped)
     if mode == API_KEY:
-        return Credentials(mode=API_KEY, api_key=material)
-
-    missing = [n for n in (names.BEHEST_KID, names.BEHEST_TENANT_ID, names.BEHEST_PROJECT_ID) if not fields.get(n)]
-    if missing:
+        return ApiKey(material)
+    kid, tenant_id, project_id = (fields.get(n) for n in (names.BEHEST_KID, names.BEHEST_TENANT_ID,
+                                                            names.BEHEST_PROJECT_ID))
+    if not (kid and tenant_id and project_id):
+        missing = [n for n in (names.BEHEST_KID, names.BEHEST_TENANT_ID, names.BEHEST_PROJECT_ID) if not fields.get(n)]
         raise ConfigurationError(f"sign mode requires {', '.join(missing)}")
-    return Credentials(
-        mode=SIGN,
-        signing_key=load_signing_key(material),
-        kid=fields[names.BEHEST_KID],
-        tenant_id=fields[names.BEHEST_TENANT_ID],
-        project_id=fields[names.BEHEST_PROJECT_ID],
-    )
+    return SigningKey(load_signing_key(material), kid, tenant_id, project_id)
 
 
 def load_signing_key(pem: str) -> Any:
     """Parse an RSA private key PEM once, then prove it signs correctly."""
     from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    from .jws import rs256_sign, rs256_verify
 
     try:
         # OpenSSL 3's full RSA validation costs ~35 ms per load; a sign-then-verify with the
@@ -110,11 +118,12 @@ def load_signing_key(pem: str) -> Any:
         key = load_pem_private_key(pem.encode("ascii"), password=None, unsafe_skip_rsa_key_validation=True)
     except (ValueError, TypeError, UnicodeEncodeError) as e:
         raise ConfigurationError("the tenant private key is not a readable unencrypted PEM") from e
-    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
-        raise ConfigurationError("the tenant private key must be an RSA key of at least 2048 bits")
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < MIN_RSA_BITS:
+        raise ConfigurationError(f"the tenant private key must be an RSA key of at least {MIN_RSA_BITS} bits")
     probe = b"behest-lambda key check"
     try:
-        rs256_verify(key.public_key(), probe, rs256_sign(key, probe))
+        signature = key.sign(probe, padding.PKCS1v15(), hashes.SHA256())
+        key.public_key().verify(signature, probe, padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature:
         raise ConfigurationError("the tenant private key is corrupt: its signatures do not verify") from None
     return key

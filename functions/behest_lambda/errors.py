@@ -1,7 +1,13 @@
-"""The bundle's errors: one root, one subclass per failure, each with its one HTTP status."""
+"""The bundle's errors: one root, one subclass per failure, each with its one HTTP status.
+
+`answer_for` is the one place an error becomes status + headers + body: OpenAI's error shape
+as JSON, or as an SSE error event once a stream has started (`sse_error_event`).
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Optional
 
 
@@ -18,6 +24,10 @@ class BehestLambdaError(Exception):
         self.retry_after = retry_after
         if code is not None:
             self.code = code
+
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries beside the body."""
+        return {"retry-after": str(self.retry_after)} if self.retry_after is not None else {}
 
 
 class ConfigurationError(BehestLambdaError):
@@ -42,6 +52,13 @@ class UnauthenticatedError(BehestLambdaError):
     code = "unauthenticated"
     type = "authentication_error"
 
+    def __init__(self, message: str, *, challenge: bool = False) -> None:
+        super().__init__(message)
+        self.challenge = challenge
+
+    def headers(self) -> dict[str, str]:
+        return {"www-authenticate": "Bearer"} if self.challenge else {}
+
 
 class ForbiddenError(BehestLambdaError):
     """The verified caller may not do this (server-side policy)."""
@@ -52,7 +69,7 @@ class ForbiddenError(BehestLambdaError):
 
 
 class NotFoundError(BehestLambdaError):
-    """No route for this path."""
+    """No route for this path, or (models) a model this deployment does not offer."""
 
     status = 404
     code = "not_found"
@@ -65,6 +82,13 @@ class MethodNotAllowedError(BehestLambdaError):
     status = 405
     code = "method_not_allowed"
     type = "invalid_request_error"
+
+    def __init__(self, message: str, *, allow: tuple[str, ...] = ("POST",)) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"allow": ", ".join(self.allow)}
 
 
 class PayloadTooLargeError(BehestLambdaError):
@@ -85,6 +109,16 @@ class SigningKeyUnavailableError(BehestLambdaError):
         super().__init__(message, retry_after=retry_after)
 
 
+class IdentityKeysUnavailableError(BehestLambdaError):
+    """The identity provider's keys (JWKS) cannot be fetched and none are held: not the caller's fault."""
+
+    status = 503
+    code = "identity_keys_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
 class UpstreamError(BehestLambdaError):
     """Behest answered with a failure or could not be reached."""
 
@@ -100,12 +134,21 @@ class UpstreamTimeoutError(UpstreamError):
 
 
 class UpstreamStatusError(UpstreamError):
-    """Behest answered 4xx: the status, code and Retry-After pass through to the caller."""
+    """Behest answered 4xx (or 503 with Retry-After): the status, code and Retry-After pass through to the caller."""
 
     def __init__(self, status: int, message: str, *, code: str, retry_after: Optional[int] = None) -> None:
         super().__init__(message, retry_after=retry_after, code=code)
         self.status = status
-        self.type = _OPENAI_TYPES.get(status, "invalid_request_error")
+        self.type = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+
+
+class FetchError(Exception):
+    """One fetch of a cached value failed; `reason` is a structured cause (throttled, timeout, …)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
 
 
 _OPENAI_TYPES = {
@@ -119,3 +162,30 @@ _OPENAI_TYPES = {
     429: "rate_limit_error",
     451: "content_policy_violation",
 }
+
+JSON_HEADERS = {"content-type": "application/json", "cache-control": "no-store"}
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """An error as an HTTP answer: status, headers, JSON body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def error_document(error: BehestLambdaError) -> dict[str, dict[str, str]]:
+    """One error shape everywhere: Behest's `code`/`message` plus OpenAI's `type`."""
+    return {"error": {"message": error.message, "type": error.type, "code": error.code}}
+
+
+def answer_for(error: BehestLambdaError) -> ErrorAnswer:
+    """The HTTP answer for one of our errors, before any byte of a body was sent."""
+    body = json.dumps(error_document(error), separators=(",", ":")).encode("utf-8")
+    return ErrorAnswer(error.status, {**JSON_HEADERS, **error.headers()}, body)
+
+
+def sse_error_event(error: BehestLambdaError) -> bytes:
+    """The same error once a stream has started: an SSE event OpenAI SDKs raise as an APIError."""
+    return b"data: " + json.dumps(error_document(error), separators=(",", ":")).encode("utf-8") + b"\n\n"

@@ -1,14 +1,15 @@
-"""The caller's identity, taken only from claims API Gateway's JWT authorizer has verified."""
+"""The caller's identity, taken only from verified claims (API Gateway's JWT authorizer, or `caller_token`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from .errors import UnauthenticatedError
-from .settings import Settings
+from .errors import ForbiddenError, UnauthenticatedError
+from .settings import IdentitySettings
 
 MAX_USER_ID_LENGTH = 256
+MAX_TIER_DIGITS = 7
 
 
 @dataclass(frozen=True)
@@ -19,42 +20,41 @@ class Identity:
     tier: Optional[int] = None
 
 
-def verified_claims(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Return `requestContext.authorizer.jwt.claims` (HTTP API payload 2.0), or fail closed with 401."""
-    node: Any = event
-    for step in ("requestContext", "authorizer", "jwt", "claims"):
-        node = node.get(step) if isinstance(node, Mapping) else None
-    if not isinstance(node, Mapping) or not node:
+def identity_from_claims(claims: Optional[Mapping[str, Any]], settings: IdentitySettings) -> Identity:
+    """Pick the user id and tier out of verified claims, per the configured claim names; fail closed with 401."""
+    if not isinstance(claims, Mapping) or not claims:
         raise UnauthenticatedError("no verified identity: this route needs a valid Authorization bearer token")
-    return node
-
-
-def identity_from_claims(claims: Mapping[str, Any], settings: Settings) -> Identity:
-    """Pick the user id and tier out of verified claims, per the configured claim names."""
     user_id = claims.get(settings.user_claim)
-    if isinstance(user_id, (int, float)) and not isinstance(user_id, bool):
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
     if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > MAX_USER_ID_LENGTH:
-        raise UnauthenticatedError(f"the verified token carries no usable {settings.user_claim!r} claim")
-    return Identity(user_id=user_id, tier=_tier(claims, settings))
+        raise UnauthenticatedError(f"the verified token carries no usable {settings.user_claim[:64]!r} claim")
+    return Identity(user_id=user_id, tier=tier_of(claims, settings))
 
 
-def identity_from_event(event: Mapping[str, Any], settings: Settings) -> Identity:
-    """The identity of an API Gateway HTTP API event; body, query and headers are never consulted."""
-    return identity_from_claims(verified_claims(event), settings)
+def tier_of(claims: Mapping[str, Any], settings: IdentitySettings) -> Optional[int]:
+    """The user's tier: a mapped plan name, or a whole number written in ASCII digits, within the configured range.
 
-
-def _tier(claims: Mapping[str, Any], settings: Settings) -> Optional[int]:
-    if settings.tier_claim:
-        raw = claims.get(settings.tier_claim)
-        if isinstance(raw, bool):
-            raw = None
-        if isinstance(raw, int):
-            return raw
-        if isinstance(raw, str):
-            value = raw.strip()
-            if value in settings.tier_map:
-                return settings.tier_map[value]
-            if value.isdigit() and len(value) <= 7:
-                return int(value)
-    return settings.default_tier
+    Anything else (unknown plan, '²', '９', a list) counts as no tier claim and takes BEHEST_TIER. A
+    number outside BEHEST_TIER_MIN..BEHEST_TIER_MAX is refused (403) rather than clamped: clamping
+    would hand a mis-issued claim the top tier.
+    """
+    if not settings.tier_claim:
+        return settings.default_tier
+    raw = claims.get(settings.tier_claim)
+    tier: Optional[int] = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        tier = raw
+    elif isinstance(raw, str):
+        value = raw.strip()
+        if value in settings.tier_map:
+            return settings.tier_map[value]
+        if value.isascii() and value.isdigit() and len(value) <= MAX_TIER_DIGITS:
+            tier = int(value)
+    if tier is None:
+        return settings.default_tier
+    if not settings.tier_min <= tier <= settings.tier_max:
+        raise ForbiddenError(
+            f"the verified tier claim is outside {settings.tier_min}..{settings.tier_max}", code="tier_out_of_range"
+        )
+    return tier

@@ -1,32 +1,36 @@
-"""Where the tenant key comes from: the environment, or Secrets Manager with a bounded cache."""
+"""Where the tenant key comes from: the environment, or Secrets Manager through the shared expiring-value cache."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 from . import settings as names
+from .cache import ExpiringValue
 from .credentials import Credentials, credentials_from
-from .errors import BehestLambdaError, ConfigurationError, SigningKeyUnavailableError
-from .settings import Settings
+from .errors import ConfigurationError, FetchError, SigningKeyUnavailableError
+from .settings import KeySettings
 from .telemetry import Telemetry
 
 SECRET_FETCH_TIMEOUT = 3.0
 # After a failed refresh, callers are not made to wait on Secrets Manager again for this long.
 RETRY_INTERVAL = 5.0
 
+# Secrets Manager's error codes (boto3's ClientError code, or the extension's `__type`) → the reason logged and counted.
+ERROR_REASONS = {
+    "ThrottlingException": "throttled",
+    "AccessDeniedException": "access_denied",
+    "DecryptionFailure": "access_denied",
+    "ResourceNotFoundException": "not_found",
+    "InternalServiceError": "secrets_manager_error",
+    "InvalidRequestException": "secrets_manager_error",
+}
+# The extension answers some failures without a Secrets Manager error document.
+STATUS_REASONS = {401: "access_denied", 403: "access_denied", 404: "not_found", 429: "throttled"}
 
-class SecretFetchError(BehestLambdaError):
-    """Secrets Manager (or its extension) did not hand over the secret."""
 
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class ExtensionAbsentError(SecretFetchError):
+class ExtensionAbsentError(FetchError):
     """Nothing listens on the Parameters and Secrets extension's port."""
 
 
@@ -37,14 +41,14 @@ class KeySource(Protocol):
 class EnvKeySource:
     """BEHEST_KEY from the environment: parsed on first use, then kept for the container's life."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: KeySettings) -> None:
         self._settings = settings
         self._credentials: Optional[Credentials] = None
 
     def get(self) -> Credentials:
         if self._credentials is None:
             assert self._settings.behest_key is not None
-            self._credentials = credentials_from(self._settings.behest_key, _fallback_ids(self._settings))
+            self._credentials = credentials_from(self._settings.behest_key, fallback_ids(self._settings))
         return self._credentials
 
 
@@ -52,80 +56,66 @@ SecretFetcher = Callable[[str], str]
 
 
 class SecretKeySource:
-    """The key secret, trusted for `key_cache_ttl` seconds, then for `key_grace_period` more if refreshes fail."""
+    """The key secret, trusted for `cache_ttl` seconds, then for `grace_period` more if refreshes fail."""
 
     def __init__(
         self,
-        settings: Settings,
+        settings: KeySettings,
         telemetry: Telemetry,
         *,
         fetch: Optional[SecretFetcher] = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        assert settings.key_secret_id is not None
+        assert settings.secret_id is not None
         self._settings = settings
-        self._secret_id = settings.key_secret_id
+        self._secret_id = settings.secret_id
         self._telemetry = telemetry
         self._fetch = fetch or SecretsManagerFetcher(settings, telemetry)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._credentials: Optional[Credentials] = None
-        self._fetched_at = 0.0
-        self._next_attempt = 0.0
+        self._cache: ExpiringValue[Credentials] = ExpiringValue(
+            self._load, ttl=settings.cache_ttl, grace=settings.grace_period, retry_interval=RETRY_INTERVAL,
+            unavailable=lambda retry_after: SigningKeyUnavailableError(
+                "the signing key is temporarily unavailable", retry_after=retry_after),
+            events=self, clock=clock,
+        )
 
     def get(self) -> Credentials:
-        with self._lock:
-            now = self._clock()
-            cached = self._credentials
-            age = now - self._fetched_at
-            if cached is not None and age < self._settings.key_cache_ttl:
-                return cached
-            if now >= self._next_attempt:
-                try:
-                    fresh = credentials_from(self._fetch(self._secret_id), _fallback_ids(self._settings))
-                except (SecretFetchError, ConfigurationError) as e:
-                    self._next_attempt = now + RETRY_INTERVAL
-                    failure = e
-                else:
-                    if cached is not None and cached.kid != fresh.kid:
-                        self._telemetry.info("signing key rotated", old_kid=cached.kid, new_kid=fresh.kid)
-                    self._credentials, self._fetched_at, self._next_attempt = fresh, now, 0.0
-                    return fresh
-            else:
-                failure = None
-            reason = getattr(failure, "reason", "malformed_secret" if failure else "retry_backoff")
-            grace_left = self._settings.key_cache_ttl + self._settings.key_grace_period - age
-            if cached is not None and grace_left > 0:
-                if failure is not None:
-                    self._telemetry.warning(
-                        "key secret refresh failed; signing with the cached key",
-                        reason=reason,
-                        detail=failure.message,
-                        cached_key_age_s=round(age, 1),
-                        grace_left_s=round(grace_left, 1),
-                    )
-                    self._telemetry.metric("KeyRefreshFailed", reason=reason)
-                return cached
-            if failure is not None:
-                self._telemetry.error("key secret unavailable", reason=reason, detail=failure.message)
-                self._telemetry.metric("KeyRefreshFailed", reason=reason)
-            raise SigningKeyUnavailableError(
-                "the signing key is temporarily unavailable", retry_after=max(1, round(self._next_attempt - now))
-            )
+        return self._cache.get()
+
+    def _load(self) -> Credentials:
+        try:
+            return credentials_from(self._fetch(self._secret_id), fallback_ids(self._settings))
+        except ConfigurationError as e:
+            raise FetchError(e.message, reason="malformed_secret") from e
+
+    def replaced(self, old: Optional[Credentials], new: Credentials) -> None:
+        old_kid, new_kid = getattr(old, "kid", None), getattr(new, "kid", None)
+        if old is not None and old_kid != new_kid:
+            self._telemetry.info("signing key rotated", old_kid=old_kid, new_kid=new_kid)
+
+    def fetch_failed(self, failure: FetchError, *, serving_cached: bool, age: float) -> None:
+        if serving_cached:
+            self._telemetry.warning("key secret refresh failed; signing with the cached key", reason=failure.reason,
+                                    detail=failure.message, cached_key_age_s=round(age, 1))
+        else:
+            self._telemetry.error("key secret unavailable", reason=failure.reason, detail=failure.message)
+        self._telemetry.metric("KeyRefreshFailed", reason=failure.reason)
 
 
 class SecretsManagerFetcher:
     """Fetch through the Parameters and Secrets Lambda Extension when present, else boto3 (imported lazily)."""
 
-    def __init__(self, settings: Settings, telemetry: Telemetry, *, environ: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, settings: KeySettings, telemetry: Telemetry, *,
+                 environ: Optional[Mapping[str, str]] = None) -> None:
         import os
 
         self._env = os.environ if environ is None else environ
         self._port = settings.extension_port
         self._telemetry = telemetry
-        self._use_extension = settings.secrets_extension != "off"
-        self._extension_required = settings.secrets_extension == "on"
+        self._use_extension = settings.extension != "off"
+        self._extension_required = settings.extension == "on"
         self._client: Any = None
+        if not self._use_extension:
+            telemetry.info("reading the key secret with boto3 (no Parameters and Secrets extension configured)")
 
     def __call__(self, secret_id: str) -> str:
         if self._use_extension:
@@ -152,17 +142,17 @@ class SecretsManagerFetcher:
         except ConnectionRefusedError as e:
             raise ExtensionAbsentError("extension not listening", reason="extension_absent") from e
         except (TimeoutError, OSError, http.client.HTTPException) as e:
-            raise SecretFetchError(f"extension call failed ({type(e).__name__})", reason="timeout") from e
+            raise FetchError(f"extension call failed ({type(e).__name__})", reason="timeout") from e
         finally:
             connection.close()
+        document = _json(body)
         if response.status != 200:
-            # The extension passes Secrets Manager's error through: its type names the cause.
-            text = body[:300].decode("utf-8", "replace")
-            raise SecretFetchError(f"extension answered {response.status}: {text}", reason=_reason_from_text(text))
-        try:
-            document = json.loads(body)
-        except ValueError as e:
-            raise SecretFetchError("extension answered non-JSON", reason="malformed_secret") from e
+            # The extension passes Secrets Manager's error document through: its type names the cause.
+            error_type = _error_type(document)
+            reason = ERROR_REASONS.get(error_type or "") or STATUS_REASONS.get(response.status, "secrets_manager_error")
+            raise FetchError(f"extension answered {response.status} ({error_type or 'no error type'})", reason=reason)
+        if document is None:
+            raise FetchError("extension answered non-JSON", reason="malformed_secret")
         return _secret_string(document)
 
     def _via_boto3(self, secret_id: str) -> str:
@@ -182,14 +172,29 @@ class SecretsManagerFetcher:
                     retries={"total_max_attempts": 2, "mode": "standard"},
                 ),
             )
+            self._telemetry.adopt_library_loggers()
         try:
             document = self._client.get_secret_value(SecretId=secret_id)
         except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "ClientError")
-            raise SecretFetchError(f"Secrets Manager refused: {code}", reason=_reason_from_text(code)) from e
+            code = str(e.response.get("Error", {}).get("Code", "ClientError"))
+            raise FetchError(f"Secrets Manager refused: {code[:80]}",
+                             reason=ERROR_REASONS.get(code, "secrets_manager_error")) from e
         except BotoCoreError as e:
-            raise SecretFetchError(f"Secrets Manager unreachable ({type(e).__name__})", reason="timeout") from e
+            raise FetchError(f"Secrets Manager unreachable ({type(e).__name__})", reason="timeout") from e
         return _secret_string(document)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _error_type(document: Any) -> Optional[str]:
+    value = document.get("__type") if isinstance(document, dict) else None
+    # Secrets Manager may qualify the type: "com.amazonaws.secretsmanager#AccessDeniedException".
+    return value.rpartition("#")[2] if isinstance(value, str) else None
 
 
 def _secret_string(document: Any) -> str:
@@ -202,22 +207,10 @@ def _secret_string(document: Any) -> str:
             return bytes(binary).decode("utf-8")
         except UnicodeDecodeError:
             pass
-    raise SecretFetchError("the key secret has no text value", reason="malformed_secret")
+    raise FetchError("the key secret has no text value", reason="malformed_secret")
 
 
-def _reason_from_text(text: str) -> str:
-    for marker, reason in (
-        ("Throttl", "throttled"),
-        ("AccessDenied", "access_denied"),
-        ("ResourceNotFound", "not_found"),
-        ("Decryption", "access_denied"),
-    ):
-        if marker in text:
-            return reason
-    return "secrets_manager_error"
-
-
-def _fallback_ids(settings: Settings) -> dict[str, Optional[str]]:
+def fallback_ids(settings: KeySettings) -> dict[str, Optional[str]]:
     return {
         names.BEHEST_KID: settings.kid,
         names.BEHEST_TENANT_ID: settings.tenant_id,
@@ -225,8 +218,8 @@ def _fallback_ids(settings: Settings) -> dict[str, Optional[str]]:
     }
 
 
-def key_source_for(settings: Settings, telemetry: Telemetry) -> KeySource:
+def key_source_for(settings: KeySettings, telemetry: Telemetry) -> KeySource:
     """Secrets Manager when BEHEST_KEY_SECRET_ID is set, else BEHEST_KEY."""
-    if settings.key_secret_id:
+    if settings.secret_id:
         return SecretKeySource(settings, telemetry)
     return EnvKeySource(settings)

@@ -8,12 +8,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
-from .credentials import SIGN, Credentials
+from .credentials import ApiKey, Credentials, SigningKey
 from .errors import InvalidRequestError, UpstreamError, UpstreamStatusError
 from .identity import Identity
-from .jws import encode_rs256
 from .key_source import KeySource
-from .settings import MIN_TTL, Settings
+from .settings import MIN_TTL, MintSettings
 
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
@@ -75,7 +74,7 @@ class Minter:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: MintSettings,
         key_source: KeySource,
         *,
         clock: Callable[[], float] = time.time,
@@ -86,9 +85,9 @@ class Minter:
         self._clock = clock
         self._make_id = make_id
 
-    def mode(self) -> str:
-        """The mode of the credentials held now (sign or api_key)."""
-        return self._key_source.get().mode
+    def credentials(self) -> Credentials:
+        """The credentials held now: a signing key or an API key."""
+        return self._key_source.get()
 
     def clamp_ttl(self, requested: Optional[int]) -> int:
         """The requested lifetime, held to [60 s, BEHEST_MAX_TTL]; the default when none is asked."""
@@ -104,12 +103,12 @@ class Minter:
         credentials = self._key_source.get()
         ttl = self.clamp_ttl(request.ttl)
         session_id = request.session_id or self._make_id()
-        if credentials.mode == SIGN:
+        if isinstance(credentials, SigningKey):
             return self._sign(credentials, identity, ttl, session_id)
-        timeout = self._settings.mint_timeout if within is None else min(self._settings.mint_timeout, within)
+        timeout = self._settings.timeout if within is None else min(self._settings.timeout, within)
         return self._mint_over_http(credentials, identity, ttl, session_id, timeout)
 
-    def _sign(self, credentials: Credentials, identity: Identity, ttl: int, session_id: str) -> MintResult:
+    def _sign(self, credentials: SigningKey, identity: Identity, ttl: int, session_id: str) -> MintResult:
         now = int(self._clock())
         # Claim order as the official SDK and Behest's own minter write it.
         claims: dict[str, Any] = {
@@ -128,11 +127,13 @@ class Minter:
         }
         if identity.tier is not None:
             claims["tier"] = identity.tier
-        header = {"alg": "RS256", "kid": credentials.kid, "typ": "JWT"}
-        token = encode_rs256(header, claims, credentials.signing_key)
+        import jwt  # imported here so that API-key mode never pays for it
+
+        # PyJWT writes the header {"alg": "RS256", "kid": …, "typ": "JWT"} (sorted) and keeps the claims' order.
+        token = jwt.encode(claims, credentials.key, algorithm="RS256", headers={"kid": credentials.kid, "typ": "JWT"})
         return MintResult(token=token, ttl=ttl, session_id=session_id, expires_at=now + ttl, kid=credentials.kid)
 
-    def _mint_over_http(self, credentials: Credentials, identity: Identity, ttl: int, session_id: str,
+    def _mint_over_http(self, credentials: ApiKey, identity: Identity, ttl: int, session_id: str,
                         timeout: float) -> MintResult:
         from .upstream import post_json
 
@@ -142,7 +143,7 @@ class Minter:
         response = post_json(
             self._settings.base_url + "/v1/auth/mint",
             body,
-            {"Authorization": f"Bearer {credentials.api_key}"},
+            {"Authorization": f"Bearer {credentials.value}"},
             timeout,
         )
         answer = response.json()

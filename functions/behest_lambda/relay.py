@@ -1,54 +1,79 @@
-"""The chat relay core: validate an OpenAI chat-completions body, mint for the verified user, forward.
+"""The relay core: validate an OpenAI-compatible request, apply policy, mint for the verified user, forward.
 
-One path serves the buffered HTTP API route and the streaming route: `Relay.open` returns the
-upstream answer's status, headers and a chunk iterator; the caller either joins or streams it.
+One path serves every relayed route (chat, Responses, embeddings, models) on both fronts:
+a policy function turns the request into an `UpstreamCall`, `Relay.open` mints and sends it
+and returns Behest's answer as status, headers and body chunks that the caller joins (HTTP
+API) or streams (Function URL), with a `UsageMeter` watching it pass.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional
 
-from .credentials import API_KEY
-from .errors import BehestLambdaError, InvalidRequestError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
+from .credentials import ApiKey
+from .errors import (
+    BehestLambdaError,
+    InvalidRequestError,
+    NotFoundError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+    sse_error_event,
+)
 from .identity import Identity
 from .mint import Minter, MintRequest, MintResult, valid_session_id
-from .settings import Settings
-from .upstream import MAX_RESPONSE_BYTES, lower_headers, open_post, read_within, stream_chunks
+from .request import Request
+from .settings import RelaySettings
+from .upstream import MAX_RESPONSE_BYTES, lower_headers, open_request, read_within, stream_chunks
+from .usage import UsageMeter
 
 MAX_MESSAGES = 2048
+MAX_INPUT_ITEMS = 2048
 # API-key mode only: a minted token is reused while it has this long left to live (a mint there
 # is an HTTP round trip to Behest; in sign mode it is ~0.3 ms and never reused).
 REUSE_MIN_REMAINING = 120
 REUSE_MAX_ENTRIES = 1024
+MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,199}")
 
 
 @dataclass(frozen=True)
-class ChatRequest:
-    """A validated chat-completions body, already rewritten by server-side policy."""
+class UpstreamCall:
+    """A validated request, rewritten by server-side policy, ready to forward."""
 
-    body: dict[str, Any]
+    route: str
+    method: str
+    path: str
+    body: Optional[dict[str, Any]]
     stream: bool
     session_id: Optional[str]
+    model_requested: Optional[str] = None
+    # Chat streams: whether the client itself asked for the usage chunk (the relay always asks Behest for it).
+    client_wants_usage: bool = True
+    # GET /v1/models: keep only these ids (empty = all).
+    model_filter: frozenset[str] = frozenset()
 
 
 @dataclass
 class RelayAnswer:
-    """Behest's answer on its way back: status, headers for the client, and the body as chunks."""
+    """Behest's answer on its way back: status, headers for the client, the body as chunks, and its meter."""
 
     status: int
     headers: dict[str, str]
     chunks: Iterator[bytes]
     stream: bool
+    meter: UsageMeter
 
 
-def chat_request(body: Optional[Mapping[str, Any]], identity: Identity, settings: Settings,
-                 session_header: Optional[str]) -> ChatRequest:
-    """Check what the relay relies on, apply policy, and set `user` to the verified user id."""
-    if body is None:
-        raise InvalidRequestError("the request body must be a chat-completions JSON object")
+# Policy: one function per route, request → UpstreamCall.
+
+def chat_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
+    """Chat completions: messages checked, model allowlist, n and max_tokens ceilings, `user` = the verified id."""
+    body = _body(request, "chat-completions")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("messages must be a non-empty array")
@@ -57,52 +82,158 @@ def chat_request(body: Optional[Mapping[str, Any]], identity: Identity, settings
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str) or not message["role"]:
             raise InvalidRequestError(f"messages[{index}] must be an object with a role")
+    stream = _stream_flag(body)
+    model = _allowed_model(body.get("model"), settings)
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= settings.max_n):
+        raise InvalidRequestError(f"n must be a whole number from 1 to {settings.max_n}", code="n_too_large")
+    rewritten = dict(body)
+    rewritten["user"] = identity.user_id
+    _cap(rewritten, ("max_tokens", "max_completion_tokens"), settings.max_tokens)
+    client_wants_usage = True
+    if stream:
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise InvalidRequestError("stream_options must be an object")
+        client_wants_usage = bool(options and options.get("include_usage") is True)
+        # Always ask Behest for usage, so that a stream's cost is known; the usage-only chunk is
+        # dropped on the way back unless the client asked for it.
+        rewritten["stream_options"] = {**(options or {}), "include_usage": True}
+    return UpstreamCall("chat", "POST", "/v1/chat/completions", rewritten, stream, _session(request), model,
+                        client_wants_usage=client_wants_usage)
+
+
+def responses_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
+    """The Responses API: input checked, model allowlist, max_output_tokens ceiling, user and safety_identifier set."""
+    body = _body(request, "Responses API")
+    given = body.get("input")
+    if not (isinstance(given, str) and given) and not (isinstance(given, list) and given):
+        raise InvalidRequestError("input must be a non-empty string or array")
+    if isinstance(given, list):
+        if len(given) > MAX_INPUT_ITEMS:
+            raise InvalidRequestError(f"input may hold at most {MAX_INPUT_ITEMS} items")
+        if not all(isinstance(item, dict) for item in given):
+            raise InvalidRequestError("input items must be objects")
+    if body.get("background") is True:
+        # A background response is fetched later from GET /v1/responses/{id}, which this relay does not serve.
+        raise InvalidRequestError("background responses are not supported here", code="unsupported_parameter")
+    stream = _stream_flag(body)
+    model = _allowed_model(body.get("model"), settings)
+    rewritten = dict(body)
+    rewritten["user"] = identity.user_id
+    rewritten["safety_identifier"] = identity.user_id
+    _cap(rewritten, ("max_output_tokens",), settings.max_tokens)
+    return UpstreamCall("responses", "POST", "/v1/responses", rewritten, stream, _session(request), model)
+
+
+def embeddings_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
+    """Embeddings: input a string, strings, a token array or token arrays; model allowlist; `user` set."""
+    body = _body(request, "embeddings")
+    if not _embedding_input(body.get("input")):
+        raise InvalidRequestError("input must be a string, an array of strings, or token arrays, and not empty")
+    if body.get("stream") is not None:
+        raise InvalidRequestError("embeddings do not stream")
+    model = _allowed_model(body.get("model"), settings)
+    rewritten = dict(body)
+    rewritten["user"] = identity.user_id
+    return UpstreamCall("embeddings", "POST", "/v1/embeddings", rewritten, False, _session(request), model)
+
+
+def models_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
+    """The models this user may use: Behest's list, filtered to BEHEST_ALLOWED_MODELS when set."""
+    return UpstreamCall("models", "GET", "/v1/models", None, False, _session(request),
+                        model_filter=settings.allowed_models)
+
+
+def model_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
+    """One model; a model outside BEHEST_ALLOWED_MODELS does not exist here (404)."""
+    model = urllib.parse.unquote(request.params.get("model", ""))
+    if not MODEL_ID.fullmatch(model):
+        raise NotFoundError("no such model", code="model_not_found")
+    if settings.allowed_models and model not in settings.allowed_models:
+        raise NotFoundError(f"the model {model!r} does not exist", code="model_not_found")
+    return UpstreamCall("model", "GET", "/v1/models/" + urllib.parse.quote(model, safe=""), None, False,
+                        _session(request), model)
+
+
+POLICIES: dict[str, Callable[[Request, Identity, RelaySettings], UpstreamCall]] = {
+    "chat": chat_call,
+    "responses": responses_call,
+    "embeddings": embeddings_call,
+    "models": models_call,
+    "model": model_call,
+}
+
+
+def _body(request: Request, kind: str) -> dict[str, Any]:
+    body = request.json_object()
+    if body is None:
+        raise InvalidRequestError(f"the request body must be a {kind} JSON object")
+    return body
+
+
+def _stream_flag(body: Mapping[str, Any]) -> bool:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequestError("stream must be true or false")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
+    return stream
+
+
+def _allowed_model(model: Any, settings: RelaySettings) -> Optional[str]:
+    if model is None:
+        return None
+    if not isinstance(model, str):
         raise InvalidRequestError("model must be a string")
-    if model is not None and settings.allowed_models and model not in settings.allowed_models:
+    if settings.allowed_models and model not in settings.allowed_models:
         raise InvalidRequestError(f"model {model[:100]!r} is not allowed here", code="model_not_allowed")
-
-    rewritten = dict(body)
-    rewritten["user"] = identity.user_id
-    if settings.max_tokens is not None:
-        _cap_max_tokens(rewritten, settings.max_tokens)
-    try:
-        session_id = valid_session_id(session_header)
-    except InvalidRequestError:
-        raise InvalidRequestError("the X-Session-Id header must be 1-128 safe characters") from None
-    return ChatRequest(body=rewritten, stream=stream, session_id=session_id)
+    return model
 
 
-def _cap_max_tokens(body: dict[str, Any], ceiling: int) -> None:
-    present = [name for name in ("max_tokens", "max_completion_tokens") if body.get(name) is not None]
+def _cap(body: dict[str, Any], names: tuple[str, ...], ceiling: int) -> None:
+    """Hold every given limit to `ceiling`; set the first name to it when none is given."""
+    present = [name for name in names if body.get(name) is not None]
     for name in present:
         value = body[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidRequestError(f"{name} must be a positive whole number")
         body[name] = min(value, ceiling)
     if not present:
-        body["max_tokens"] = ceiling
+        body[names[0]] = ceiling
+
+
+def _embedding_input(value: Any) -> bool:
+    def tokens(item: Any) -> bool:
+        return isinstance(item, list) and bool(item) and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
+
+    if isinstance(value, str):
+        return bool(value)
+    if not isinstance(value, list) or not value or len(value) > MAX_INPUT_ITEMS:
+        return False
+    return all(isinstance(v, str) and v for v in value) or tokens(value) or all(tokens(v) for v in value)
+
+
+def _session(request: Request) -> Optional[str]:
+    try:
+        return valid_session_id(request.header("x-session-id"))
+    except InvalidRequestError:
+        raise InvalidRequestError("the X-Session-Id header must be 1-128 safe characters") from None
 
 
 class Relay:
-    """Forwards validated chat requests to Behest with a per-user token."""
+    """Forwards validated requests to Behest with a per-user token."""
 
-    def __init__(self, settings: Settings, minter: Minter, *, post: Callable[..., Any] = open_post,
+    def __init__(self, settings: RelaySettings, minter: Minter, *, send: Callable[..., Any] = open_request,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._minter = minter
-        self._post = post
+        self._send = send
         self._clock = clock
         self._wall_clock = wall_clock
         self._reusable: dict[tuple[str, Optional[int], Optional[str]], MintResult] = {}
 
     def token_for(self, identity: Identity, session_id: Optional[str], within: Optional[float] = None) -> MintResult:
         """A fresh token, or in API-key mode one still good for REUSE_MIN_REMAINING seconds."""
-        if self._minter.mode() != API_KEY:
+        if not isinstance(self._minter.credentials(), ApiKey):
             return self._minter.mint(identity, MintRequest(session_id=session_id))
         key = (identity.user_id, identity.tier, session_id)
         cached = self._reusable.get(key)
@@ -115,61 +246,83 @@ class Relay:
         self._reusable[key] = minted
         return minted
 
-    def open(self, identity: Identity, request: ChatRequest) -> RelayAnswer:
-        """Mint, send, and return Behest's answer; a failure before any byte raises our error."""
-        # One deadline for the whole call, mint included, so an API-key mint round trip cannot push
-        # the answer past the function's timeout.
-        deadline = self._clock() + self._settings.upstream_timeout
-        minted = self.token_for(identity, request.session_id, within=self._settings.upstream_timeout)
+    def open(self, identity: Identity, call: UpstreamCall, meter: Optional[UsageMeter] = None, *,
+             deadline: Optional[float] = None) -> RelayAnswer:
+        """Mint, send, and return Behest's answer; a failure before any byte raises our error.
+
+        One deadline covers the whole call, mint included (an API-key mint is a round trip), and
+        never runs past `deadline` (the invocation's own, on the streaming route).
+        """
+        own = self._clock() + self._settings.timeout
+        deadline = own if deadline is None else min(own, deadline)
+        minted = self.token_for(identity, call.session_id, within=max(0.0, deadline - self._clock()))
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise UpstreamTimeoutError("minting the Behest token used up the relay's upstream timeout")
         headers = {
             "Authorization": f"Bearer {minted.token}",
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if request.stream else "application/json",
+            "Accept": "text/event-stream" if call.stream else "application/json",
             "X-Session-Id": minted.session_id,
         }
-        payload = json.dumps(request.body, separators=(",", ":")).encode("utf-8")
-        response = self._post(self._settings.base_url + "/v1/chat/completions", payload, headers, remaining)
+        payload = None
+        if call.body is not None:
+            headers["Content-Type"] = "application/json"
+            payload = json.dumps(call.body, separators=(",", ":")).encode("utf-8")
+        meter = meter or meter_for(identity, call)
+        meter.session_id = minted.session_id
+        response = self._send(call.method, self._settings.base_url + call.path, payload, headers, remaining)
         upstream_headers = lower_headers(response.headers)
         client_headers = {"x-session-id": minted.session_id}
         if "x-trace-id" in upstream_headers:
             client_headers["x-trace-id"] = upstream_headers["x-trace-id"][:128]
+        meter.status = response.status
         if response.status >= 300:
             raise upstream_failure(response.status, upstream_headers, read_within(response, deadline, self._clock))
         is_sse = upstream_headers.get("content-type", "").startswith("text/event-stream")
-        if request.stream and is_sse:
+        if call.stream and is_sse:
             client_headers.update({"content-type": "text/event-stream", "cache-control": "no-cache"})
-            return RelayAnswer(200, client_headers, stream_chunks(response, deadline, self._clock), stream=True)
+            events = relayed_events(stream_chunks(response, deadline, self._clock), meter,
+                                    drop_usage_chunk=not call.client_wants_usage)
+            return RelayAnswer(200, client_headers, events, stream=True, meter=meter)
         body = read_within(response, deadline, self._clock)
-        if not _is_json_object(body):
-            raise UpstreamError("Behest answered with something that is not a chat completion")
+        document = _json_object(body)
+        if document is None:
+            raise UpstreamError(f"Behest answered {call.route} with something that is not a JSON object")
+        meter.observe(document)
+        if call.model_filter:
+            body = _filtered_models(document, call.model_filter)
         client_headers.update({"content-type": "application/json", "cache-control": "no-store"})
-        return RelayAnswer(200, client_headers, iter((body,)), stream=False)
+        return RelayAnswer(200, client_headers, iter((body,)), stream=False, meter=meter)
+
+
+def meter_for(identity: Identity, call: UpstreamCall) -> UsageMeter:
+    """A meter for one relayed call."""
+    return UsageMeter(call.route, identity.user_id, call.session_id, identity.tier, call.model_requested,
+                      streamed=call.stream)
 
 
 def upstream_failure(status: int, headers: Mapping[str, str], body: bytes) -> BehestLambdaError:
-    """Behest's error answer as ours: 4xx keep their status (and Retry-After), 5xx become 502."""
+    """Behest's error answer as ours: 4xx (and a 503 with Retry-After) keep status and Retry-After; other 5xx → 502."""
     code, message = _behest_error(body)
-    if 400 <= status < 500:
-        retry_after = headers.get("retry-after", "").strip()
+    retry_after = _retry_after(headers)
+    if 400 <= status < 500 or (status == 503 and retry_after is not None):
         return UpstreamStatusError(
             status,
             message or f"Behest refused the request ({status})",
             code=code or f"http_{status}",
-            retry_after=int(retry_after) if retry_after.isdigit() else None,
+            retry_after=retry_after,
         )
     detail = f" ({code})" if code else ""
     return UpstreamError(f"Behest failed to answer: upstream status {status}{detail}")
 
 
+def _retry_after(headers: Mapping[str, str]) -> Optional[int]:
+    value = headers.get("retry-after", "").strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 6 else None
+
+
 def _behest_error(body: bytes) -> tuple[Optional[str], Optional[str]]:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return None, None
-    error = document.get("error") if isinstance(document, dict) else None
+    error = (_json_object(body) or {}).get("error")
     if not isinstance(error, dict):
         return None, None
     code, message = error.get("code"), error.get("message")
@@ -179,21 +332,27 @@ def _behest_error(body: bytes) -> tuple[Optional[str], Optional[str]]:
     )
 
 
-def _is_json_object(body: bytes) -> bool:
+def _json_object(body: bytes) -> Optional[dict[str, Any]]:
     try:
-        return isinstance(json.loads(body), dict)
-    except ValueError:
-        return False
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
 
 
-def sse_error_event(error: BehestLambdaError) -> bytes:
-    """An SSE event OpenAI SDKs raise as an APIError: how a stream that broke mid-way ends."""
-    document = {"error": {"message": error.message, "type": error.type, "code": error.code}}
-    return b"data: " + json.dumps(document, separators=(",", ":")).encode("utf-8") + b"\n\n"
+def _filtered_models(document: dict[str, Any], allowed: frozenset[str]) -> bytes:
+    data = document.get("data")
+    if isinstance(data, list):
+        document = {**document, "data": [m for m in data if isinstance(m, dict) and m.get("id") in allowed]}
+    return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
 
-def whole_events(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Regroup a byte stream into blocks of complete SSE events, each checked as OpenAI SDKs will read it.
+MAX_EVENT_BYTES = 1024 * 1024
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+def sse_events(chunks: Iterator[bytes]) -> Iterator[tuple[bytes, list[Any]]]:
+    """Split a byte stream into whole SSE events, each with its parsed `data:` documents.
 
     Raises UpstreamError for an event that is not UTF-8, a `data:` that is neither JSON nor
     `[DONE]`, or an event too large to be real; upstream failures pass through as they are.
@@ -201,27 +360,24 @@ def whole_events(chunks: Iterator[bytes]) -> Iterator[bytes]:
     pending = b""
     for chunk in chunks:
         pending += chunk
-        end = max((at + len(mark) for mark in _EVENT_ENDS if (at := pending.rfind(mark)) >= 0), default=0)
-        if end:
-            complete, pending = pending[:end], pending[end:]
-            _check_events(complete)
-            yield complete
-        elif len(pending) > MAX_EVENT_BYTES:
+        while True:
+            end = _EVENT_END.search(pending)
+            if end is None:
+                break
+            event, pending = pending[:end.end()], pending[end.end():]
+            yield event, _documents(event)
+        if len(pending) > MAX_EVENT_BYTES:
             raise UpstreamError("Behest sent a stream event larger than the relay accepts")
     if pending.strip():
-        _check_events(pending)
-        yield pending
+        yield pending, _documents(pending)
 
 
-MAX_EVENT_BYTES = 1024 * 1024
-_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
-
-
-def _check_events(block: bytes) -> None:
+def _documents(event: bytes) -> list[Any]:
     try:
-        text = block.decode("utf-8")
+        text = event.decode("utf-8")
     except UnicodeDecodeError:
         raise UpstreamError("Behest sent a stream event that is not UTF-8 text") from None
+    documents = []
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         if not line.startswith("data:"):
             continue  # blank separators, comments, event:/id:/retry: fields
@@ -229,12 +385,27 @@ def _check_events(block: bytes) -> None:
         if data == "[DONE]":
             continue
         try:
-            json.loads(data)
-        except ValueError:
+            documents.append(json.loads(data))
+        except (ValueError, RecursionError):
             raise UpstreamError("Behest sent a stream event that is not JSON") from None
+    return documents
 
 
-def buffered_stream(chunks: Iterator[bytes]) -> bytes:
+def relayed_events(chunks: Iterator[bytes], meter: UsageMeter, *, drop_usage_chunk: bool) -> Iterator[bytes]:
+    """Behest's events as they come, each metered; the usage-only chat chunk is dropped when the client did not ask."""
+    for event, documents in sse_events(chunks):
+        for document in documents:
+            meter.observe(document)
+        if drop_usage_chunk and any(_is_usage_only_chunk(d) for d in documents):
+            continue
+        yield event
+
+
+def _is_usage_only_chunk(document: Any) -> bool:
+    return isinstance(document, dict) and document.get("choices") == [] and isinstance(document.get("usage"), dict)
+
+
+def buffered_stream(events: Iterator[bytes]) -> bytes:
     """Join a stream for a front door that buffers.
 
     A failure after the first byte (a reset, a stall, the deadline, a garbled event) drops the
@@ -244,11 +415,11 @@ def buffered_stream(chunks: Iterator[bytes]) -> bytes:
     parts: list[bytes] = []
     size = 0
     try:
-        for block in whole_events(chunks):
-            size += len(block)
+        for event in events:
+            size += len(event)
             if size > MAX_RESPONSE_BYTES - 1024:
                 raise UpstreamError("the stream is larger than a buffered Lambda response can carry")
-            parts.append(block)
+            parts.append(event)
     except UpstreamError as e:
         if not parts:
             raise

@@ -1,10 +1,14 @@
-"""Configuration: every environment variable the functions read, parsed once at the edge."""
+"""Configuration: every environment variable the functions read, grouped by concern and validated where defined.
+
+`Settings.from_env` reads the environment once, at the edge, and reports every bad variable by
+name in one ConfigurationError.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 
 from .errors import ConfigurationError
 
@@ -24,23 +28,31 @@ BEHEST_AUDIENCE = "BEHEST_AUDIENCE"
 BEHEST_KEY_SECRET_ID = "BEHEST_KEY_SECRET_ID"
 BEHEST_KEY_CACHE_TTL = "BEHEST_KEY_CACHE_TTL"
 BEHEST_KEY_GRACE_PERIOD = "BEHEST_KEY_GRACE_PERIOD"
+BEHEST_SECRETS_EXTENSION = "BEHEST_SECRETS_EXTENSION"
 BEHEST_MAX_TTL = "BEHEST_MAX_TTL"
+BEHEST_MINT_TIMEOUT = "BEHEST_MINT_TIMEOUT"
 BEHEST_USER_CLAIM = "BEHEST_USER_CLAIM"
 BEHEST_TIER_CLAIM = "BEHEST_TIER_CLAIM"
 BEHEST_TIER_MAP = "BEHEST_TIER_MAP"
-BEHEST_MINT_TIMEOUT = "BEHEST_MINT_TIMEOUT"
+BEHEST_TIER_MIN = "BEHEST_TIER_MIN"
+BEHEST_TIER_MAX = "BEHEST_TIER_MAX"
 BEHEST_UPSTREAM_TIMEOUT = "BEHEST_UPSTREAM_TIMEOUT"
 BEHEST_MAX_BODY_BYTES = "BEHEST_MAX_BODY_BYTES"
 BEHEST_ALLOWED_MODELS = "BEHEST_ALLOWED_MODELS"
 BEHEST_MAX_TOKENS = "BEHEST_MAX_TOKENS"
-BEHEST_SECRETS_EXTENSION = "BEHEST_SECRETS_EXTENSION"
-LOG_LEVEL = "LOG_LEVEL"
-METRICS_NAMESPACE = "METRICS_NAMESPACE"
+BEHEST_MAX_N = "BEHEST_MAX_N"
 # The streaming function (Function URL, no API Gateway authorizer) verifies callers itself.
 BEHEST_CALLER_ISSUER = "BEHEST_CALLER_ISSUER"
 BEHEST_CALLER_AUDIENCE = "BEHEST_CALLER_AUDIENCE"
 BEHEST_CALLER_JWKS_URL = "BEHEST_CALLER_JWKS_URL"
 BEHEST_JWKS_CACHE_TTL = "BEHEST_JWKS_CACHE_TTL"
+
+# Powertools' own names (read by Powertools); the older names of this bundle still work.
+POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
+POWERTOOLS_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
+POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+LOG_LEVEL = "LOG_LEVEL"  # older name of POWERTOOLS_LOG_LEVEL
+METRICS_NAMESPACE = "METRICS_NAMESPACE"  # older name of POWERTOOLS_METRICS_NAMESPACE
 
 # Set by Lambda or by the Parameters and Secrets extension layer.
 AWS_SESSION_TOKEN = "AWS_SESSION_TOKEN"
@@ -61,153 +73,256 @@ DEFAULT_KEY_GRACE_PERIOD = 900
 DEFAULT_MINT_TIMEOUT = 5.0
 DEFAULT_UPSTREAM_TIMEOUT = 25.0
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+DEFAULT_MAX_TOKENS = 4096
+DEFAULT_MAX_N = 4
+DEFAULT_TIER_MIN = 0
+DEFAULT_TIER_MAX = 100
 DEFAULT_EXTENSION_PORT = 2773
 DEFAULT_JWKS_CACHE_TTL = 3600
 JWKS_WELL_KNOWN_PATH = "/.well-known/jwks.json"
+
+
+class _Reader:
+    """Reads variables and collects every problem, so that all are reported at once."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        value = self.env.get(name, "").strip()
+        return value or default
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.optional_integer(name, low, high)
+        return default if value is None else value
+
+    def optional_integer(self, name: str, low: int, high: int) -> Optional[int]:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        # int() accepts '²'-style and fullwidth digits; configuration takes ASCII digits only.
+        if not (raw.isascii() and raw.lstrip("-").isdigit()):
+            self.problems.append(f"{name} must be a whole number (got {raw[:40]!r})")
+            return None
+        value = int(raw)
+        return value if self._within(name, value, low, high) else None
+
+    def seconds(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw) if raw.isascii() else float("nan")
+        except ValueError:
+            value = float("nan")
+        if value != value:  # NaN: not a number at all
+            self.problems.append(f"{name} must be a number (got {raw[:40]!r})")
+            return default
+        return value if self._within(name, value, low, high) else default
+
+    def url(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        value = self.text(name, default)
+        if value is not None and not value.startswith(("https://", "http://")):
+            self.problems.append(f"{name} must be an http(s) URL (got {value[:100]!r})")
+        return value
+
+    def names(self, name: str) -> tuple[str, ...]:
+        return tuple(part.strip() for part in (self.text(name) or "").split(",") if part.strip())
+
+    def _within(self, name: str, value: float, low: float, high: float) -> bool:
+        if low <= value <= high:
+            return True
+        self.problems.append(f"{name} must be between {low:g} and {high:g} (got {value:g})")
+        return False
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """Where the tenant key comes from, and how long a fetched one is trusted."""
+
+    behest_key: Optional[str]
+    secret_id: Optional[str]
+    kid: Optional[str]
+    tenant_id: Optional[str]
+    project_id: Optional[str]
+    cache_ttl: float = DEFAULT_KEY_CACHE_TTL
+    grace_period: float = DEFAULT_KEY_GRACE_PERIOD
+    extension: str = "auto"
+    extension_port: int = DEFAULT_EXTENSION_PORT
+
+    @classmethod
+    def read(cls, env: _Reader) -> KeySettings:
+        behest_key = env.text(BEHEST_KEY) or env.text(BEHEST_API_KEY)
+        secret_id = env.text(BEHEST_KEY_SECRET_ID)
+        if behest_key is None and secret_id is None:
+            env.problems.append(f"set {BEHEST_KEY} or {BEHEST_KEY_SECRET_ID}")
+        extension = (env.text(BEHEST_SECRETS_EXTENSION) or "auto").lower()
+        if extension not in ("auto", "on", "off"):
+            env.problems.append(f"{BEHEST_SECRETS_EXTENSION} must be auto, on or off (got {extension[:20]!r})")
+        return cls(
+            behest_key=behest_key,
+            secret_id=secret_id,
+            kid=env.text(BEHEST_KID),
+            tenant_id=env.text(BEHEST_TENANT_ID),
+            project_id=env.text(BEHEST_PROJECT_ID),
+            cache_ttl=env.seconds(BEHEST_KEY_CACHE_TTL, DEFAULT_KEY_CACHE_TTL, 0, 86400),
+            grace_period=env.seconds(BEHEST_KEY_GRACE_PERIOD, DEFAULT_KEY_GRACE_PERIOD, 0, 86400),
+            extension=extension,
+            extension_port=env.integer(PARAMETERS_SECRETS_EXTENSION_HTTP_PORT, DEFAULT_EXTENSION_PORT, 1, 65535),
+        )
+
+
+@dataclass(frozen=True)
+class MintSettings:
+    """What a minted token says, and how long it lives."""
+
+    base_url: str = DEFAULT_BASE_URL
+    default_ttl: int = DEFAULT_TTL
+    max_ttl: int = DEFAULT_MAX_TTL
+    issuer: str = DEFAULT_ISSUER
+    audience: str = DEFAULT_AUDIENCE
+    timeout: float = DEFAULT_MINT_TIMEOUT
+
+    @classmethod
+    def read(cls, env: _Reader) -> MintSettings:
+        max_ttl = env.integer(BEHEST_MAX_TTL, DEFAULT_MAX_TTL, MIN_TTL, CEILING_TTL)
+        default_ttl = env.integer(BEHEST_TTL, min(DEFAULT_TTL, max_ttl), MIN_TTL, CEILING_TTL)
+        if default_ttl > max_ttl:
+            env.problems.append(f"{BEHEST_TTL} ({default_ttl}) must not exceed {BEHEST_MAX_TTL} ({max_ttl})")
+        return cls(
+            base_url=(env.url(BEHEST_BASE_URL, DEFAULT_BASE_URL) or DEFAULT_BASE_URL).rstrip("/"),
+            default_ttl=default_ttl,
+            max_ttl=max_ttl,
+            issuer=env.text(BEHEST_ISSUER, DEFAULT_ISSUER) or DEFAULT_ISSUER,
+            audience=env.text(BEHEST_AUDIENCE, DEFAULT_AUDIENCE) or DEFAULT_AUDIENCE,
+            timeout=env.seconds(BEHEST_MINT_TIMEOUT, DEFAULT_MINT_TIMEOUT, 0.1, 60),
+        )
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """Which verified claims name the user and their tier, and which tiers are acceptable."""
+
+    user_claim: str = "sub"
+    tier_claim: Optional[str] = None
+    tier_map: Mapping[str, int] = None  # type: ignore[assignment]
+    default_tier: Optional[int] = None
+    tier_min: int = DEFAULT_TIER_MIN
+    tier_max: int = DEFAULT_TIER_MAX
+
+    def __post_init__(self) -> None:
+        if self.tier_map is None:
+            object.__setattr__(self, "tier_map", {})
+
+    @classmethod
+    def read(cls, env: _Reader) -> IdentitySettings:
+        tier_min = env.integer(BEHEST_TIER_MIN, DEFAULT_TIER_MIN, 0, 1_000_000)
+        tier_max = env.integer(BEHEST_TIER_MAX, DEFAULT_TIER_MAX, 0, 1_000_000)
+        if tier_min > tier_max:
+            env.problems.append(f"{BEHEST_TIER_MIN} ({tier_min}) must not exceed {BEHEST_TIER_MAX} ({tier_max})")
+        tier_map = _tier_map(env.text(BEHEST_TIER_MAP), env.problems)
+        default_tier = env.optional_integer(BEHEST_TIER, tier_min, tier_max)
+        for plan, tier in tier_map.items():
+            if not tier_min <= tier <= tier_max:
+                env.problems.append(f"{BEHEST_TIER_MAP}: {plan[:40]!r}={tier} is outside {tier_min}..{tier_max}")
+        return cls(
+            user_claim=env.text(BEHEST_USER_CLAIM, "sub") or "sub",
+            tier_claim=env.text(BEHEST_TIER_CLAIM),
+            tier_map=tier_map,
+            default_tier=default_tier,
+            tier_min=tier_min,
+            tier_max=tier_max,
+        )
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """What the relay forwards, where, within how long, and under which policy."""
+
+    base_url: str = DEFAULT_BASE_URL
+    timeout: float = DEFAULT_UPSTREAM_TIMEOUT
+    allowed_models: frozenset[str] = frozenset()
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_n: int = DEFAULT_MAX_N
+
+    @classmethod
+    def read(cls, env: _Reader) -> RelaySettings:
+        return cls(
+            base_url=(env.url(BEHEST_BASE_URL, DEFAULT_BASE_URL) or DEFAULT_BASE_URL).rstrip("/"),
+            timeout=env.seconds(BEHEST_UPSTREAM_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, 0.1, 900),
+            allowed_models=frozenset(env.names(BEHEST_ALLOWED_MODELS)),
+            max_tokens=env.integer(BEHEST_MAX_TOKENS, DEFAULT_MAX_TOKENS, 1, 10_000_000),
+            max_n=env.integer(BEHEST_MAX_N, DEFAULT_MAX_N, 1, 128),
+        )
+
+
+@dataclass(frozen=True)
+class CallerSettings:
+    """The identity provider whose tokens the streaming function verifies itself."""
+
+    issuer: Optional[str] = None
+    audiences: tuple[str, ...] = ()
+    jwks_url: Optional[str] = None
+    jwks_cache_ttl: float = DEFAULT_JWKS_CACHE_TTL
+
+    @classmethod
+    def read(cls, env: _Reader) -> CallerSettings:
+        issuer = env.url(BEHEST_CALLER_ISSUER)
+        jwks_url = env.url(BEHEST_CALLER_JWKS_URL)
+        if jwks_url is None and issuer is not None:
+            jwks_url = issuer.rstrip("/") + JWKS_WELL_KNOWN_PATH
+        return cls(
+            issuer=issuer,
+            audiences=env.names(BEHEST_CALLER_AUDIENCE),
+            jwks_url=jwks_url,
+            jwks_cache_ttl=env.seconds(BEHEST_JWKS_CACHE_TTL, DEFAULT_JWKS_CACHE_TTL, 0, 86400),
+        )
+
+    def missing(self) -> list[str]:
+        """The variables a function that verifies callers cannot do without."""
+        return [name for name, value in ((BEHEST_CALLER_ISSUER, self.issuer), (BEHEST_CALLER_AUDIENCE, self.audiences))
+                if not value]
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything the functions need from the environment, validated."""
 
-    behest_key: Optional[str]
-    key_secret_id: Optional[str]
-    base_url: str
-    kid: Optional[str]
-    tenant_id: Optional[str]
-    project_id: Optional[str]
-    default_ttl: int
-    max_ttl: int
-    default_tier: Optional[int]
-    issuer: str
-    audience: str
-    user_claim: str
-    tier_claim: Optional[str]
-    tier_map: Mapping[str, int]
-    key_cache_ttl: float
-    key_grace_period: float
-    mint_timeout: float
-    upstream_timeout: float
-    max_body_bytes: int
-    allowed_models: frozenset[str]
-    max_tokens: Optional[int]
-    secrets_extension: str
-    extension_port: int
-    log_level: str
-    metrics_namespace: str
-    # Read by the streaming function only, which fails by name when the first two are missing.
-    caller_issuer: Optional[str] = None
-    caller_audiences: tuple[str, ...] = ()
-    caller_jwks_url: Optional[str] = None
-    jwks_cache_ttl: float = DEFAULT_JWKS_CACHE_TTL
+    key: KeySettings
+    mint: MintSettings
+    identity: IdentitySettings
+    relay: RelaySettings
+    caller: CallerSettings
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
         """Read and validate the environment; raise ConfigurationError naming every bad variable."""
-        env = os.environ if environ is None else environ
-        problems: list[str] = []
-
-        def text(name: str, default: Optional[str] = None) -> Optional[str]:
-            value = env.get(name, "").strip()
-            return value or default
-
-        def number(name: str, default: Any, low: float, high: float, kind: type = int) -> Any:
-            raw = text(name)
-            if raw is None:
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                problems.append(f"{name} must be a {'whole number' if kind is int else 'number'} (got {raw!r})")
-                return default
-            if not low <= value <= high:
-                problems.append(f"{name} must be between {low:g} and {high:g} (got {raw})")
-                return default
-            return value
-
-        def integer(name: str, default: Optional[int], low: int, high: int) -> Optional[int]:
-            return number(name, default, low, high, int)  # type: ignore[no-any-return]
-
-        def seconds(name: str, default: float, low: float, high: float) -> float:
-            return number(name, default, low, high, float)  # type: ignore[no-any-return]
-
-        behest_key = text(BEHEST_KEY) or text(BEHEST_API_KEY)
-        key_secret_id = text(BEHEST_KEY_SECRET_ID)
-        if behest_key is None and key_secret_id is None:
-            problems.append(f"set {BEHEST_KEY} or {BEHEST_KEY_SECRET_ID}")
-
-        max_ttl = integer(BEHEST_MAX_TTL, DEFAULT_MAX_TTL, MIN_TTL, CEILING_TTL) or DEFAULT_MAX_TTL
-        default_ttl = integer(BEHEST_TTL, min(DEFAULT_TTL, max_ttl), MIN_TTL, CEILING_TTL) or DEFAULT_TTL
-        if default_ttl > max_ttl:
-            problems.append(f"{BEHEST_TTL} ({default_ttl}) must not exceed {BEHEST_MAX_TTL} ({max_ttl})")
-
-        tier_map = _parse_tier_map(text(BEHEST_TIER_MAP), problems)
-        extension = (text(BEHEST_SECRETS_EXTENSION, "auto") or "auto").lower()
-        if extension not in ("auto", "on", "off"):
-            problems.append(f"{BEHEST_SECRETS_EXTENSION} must be auto, on or off (got {extension!r})")
-
-        base_url = (text(BEHEST_BASE_URL, DEFAULT_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
-        if not base_url.startswith(("https://", "http://")):
-            problems.append(f"{BEHEST_BASE_URL} must be an http(s) URL (got {base_url!r})")
-
-        allowed = text(BEHEST_ALLOWED_MODELS)
-        caller_issuer = text(BEHEST_CALLER_ISSUER)
-        jwks_url = text(BEHEST_CALLER_JWKS_URL)
-        for name, url in ((BEHEST_CALLER_ISSUER, caller_issuer), (BEHEST_CALLER_JWKS_URL, jwks_url)):
-            if url is not None and not url.startswith(("https://", "http://")):
-                problems.append(f"{name} must be an http(s) URL (got {url!r})")
-        if jwks_url is None and caller_issuer is not None:
-            jwks_url = caller_issuer.rstrip("/") + JWKS_WELL_KNOWN_PATH
+        env = _Reader(os.environ if environ is None else environ)
         settings = cls(
-            behest_key=behest_key,
-            key_secret_id=key_secret_id,
-            base_url=base_url,
-            kid=text(BEHEST_KID),
-            tenant_id=text(BEHEST_TENANT_ID),
-            project_id=text(BEHEST_PROJECT_ID),
-            default_ttl=default_ttl,
-            max_ttl=max_ttl,
-            default_tier=integer(BEHEST_TIER, None, 0, 1_000_000),
-            issuer=text(BEHEST_ISSUER, DEFAULT_ISSUER) or DEFAULT_ISSUER,
-            audience=text(BEHEST_AUDIENCE, DEFAULT_AUDIENCE) or DEFAULT_AUDIENCE,
-            user_claim=text(BEHEST_USER_CLAIM, "sub") or "sub",
-            tier_claim=text(BEHEST_TIER_CLAIM),
-            tier_map=tier_map,
-            key_cache_ttl=seconds(BEHEST_KEY_CACHE_TTL, DEFAULT_KEY_CACHE_TTL, 0, 86400),
-            key_grace_period=seconds(BEHEST_KEY_GRACE_PERIOD, DEFAULT_KEY_GRACE_PERIOD, 0, 86400),
-            mint_timeout=seconds(BEHEST_MINT_TIMEOUT, DEFAULT_MINT_TIMEOUT, 0.1, 60),
-            upstream_timeout=seconds(BEHEST_UPSTREAM_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, 0.1, 900),
-            max_body_bytes=integer(BEHEST_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 1024, 6_291_456)
-            or DEFAULT_MAX_BODY_BYTES,
-            allowed_models=frozenset(m.strip() for m in (allowed or "").split(",") if m.strip()),
-            max_tokens=integer(BEHEST_MAX_TOKENS, None, 1, 10_000_000),
-            secrets_extension=extension,
-            extension_port=integer(PARAMETERS_SECRETS_EXTENSION_HTTP_PORT, DEFAULT_EXTENSION_PORT, 1, 65535)
-            or DEFAULT_EXTENSION_PORT,
-            log_level=(text(LOG_LEVEL, "INFO") or "INFO").upper(),
-            metrics_namespace=text(METRICS_NAMESPACE, "BehestLambda") or "BehestLambda",
-            caller_issuer=caller_issuer,
-            caller_audiences=tuple(a.strip() for a in (text(BEHEST_CALLER_AUDIENCE) or "").split(",") if a.strip()),
-            caller_jwks_url=jwks_url,
-            jwks_cache_ttl=seconds(BEHEST_JWKS_CACHE_TTL, DEFAULT_JWKS_CACHE_TTL, 0, 86400),
+            key=KeySettings.read(env),
+            mint=MintSettings.read(env),
+            identity=IdentitySettings.read(env),
+            relay=RelaySettings.read(env),
+            caller=CallerSettings.read(env),
+            max_body_bytes=env.integer(BEHEST_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 1024, 6_291_456),
         )
-        if problems:
-            raise ConfigurationError("invalid configuration: " + "; ".join(problems))
+        if env.problems:
+            raise ConfigurationError("invalid configuration: " + "; ".join(env.problems))
         return settings
 
 
-def _parse_tier_map(raw: Optional[str], problems: list[str]) -> Mapping[str, int]:
+def _tier_map(raw: Optional[str], problems: list[str]) -> dict[str, int]:
     """Parse `free=1,pro=2` into a claim-value → tier mapping."""
     mapping: dict[str, int] = {}
     if raw is None:
         return mapping
     for pair in raw.split(","):
         name, sep, value = pair.partition("=")
-        try:
-            if not sep or not name.strip():
-                raise ValueError
-            mapping[name.strip()] = int(value)
-        except ValueError:
-            problems.append(f"{BEHEST_TIER_MAP} must look like free=1,pro=2 (bad entry {pair.strip()!r})")
+        value = value.strip()
+        if not sep or not name.strip() or not (value.isascii() and value.isdigit()):
+            problems.append(f"{BEHEST_TIER_MAP} must look like free=1,pro=2 (bad entry {pair.strip()[:40]!r})")
             return {}
+        mapping[name.strip()] = int(value)
     return mapping

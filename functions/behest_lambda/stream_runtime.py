@@ -5,8 +5,13 @@ The managed Python runtime posts a handler's answer only once it is whole. `func
 calls `StreamFunction.respond`, and streams the answer back as Lambda's "HTTP integration
 response": a JSON prelude (status, headers, cookies), eight NUL bytes, then the body, each part
 its own HTTP chunk, written as soon as Behest sends it. Only the stdlib is used, and
-`stream_handler` (with its relay and cryptography) is imported after the loop has started, so that
-an import or configuration failure is reported to Lambda's init/error endpoint.
+`stream_handler` and `telemetry` (with their dependencies) are imported after the loop has
+started, on Lambda's Python path, so that an import or configuration failure is reported to
+Lambda's init/error endpoint.
+
+What AWS's own runtime clients do per invocation, this loop does too: a `context` like
+awslambdaric's LambdaContext (remaining time from Lambda-Runtime-Deadline-Ms), `_X_AMZN_TRACE_ID`
+set or cleared, one telemetry flush at the end whatever happened.
 
     AWS_LAMBDA_RUNTIME_API=127.0.0.1:9001 python -m behest_lambda.stream_runtime
 """
@@ -17,15 +22,20 @@ import base64
 import http.client
 import json
 import os
+import site
 import socket
 import sys
+import sysconfig
+import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, MutableMapping, Optional, Protocol
 
 from . import settings as names
 from .errors import BehestLambdaError
-from .telemetry import Telemetry
+
+if TYPE_CHECKING:  # imported by main(), once the Python path is Lambda's: it may come from a layer
+    from .telemetry import Telemetry
 
 API_VERSION = "2018-06-01"
 SERVICE = "behest-chat-stream"
@@ -33,8 +43,23 @@ HTTP_INTEGRATION_RESPONSE = "application/vnd.awslambda.http-integration-response
 PRELUDE_DELIMITER = b"\0" * 8
 ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
 ERROR_BODY = "Lambda-Runtime-Function-Error-Body"
-# Posting a result is quick; only /next waits (for as long as the container sits idle) and has no timeout.
+# Posting an error is quick; only /next waits (for as long as the container sits idle) and has no timeout.
 POST_TIMEOUT = 60.0
+# A streamed response lasts as long as the client reads, up to the invocation's deadline: its connection is
+# bounded by the time left plus this margin (Lambda itself ends the invocation at the deadline).
+DEADLINE_MARGIN = 10.0
+# Lambda's longest timeout: the deadline assumed should Lambda ever send none (awslambdaric would report 0 ms left).
+MAX_INVOCATION_MS = 900_000
+# Lambda's own variables, read as awslambdaric's LambdaContext reads them.
+AWS_LAMBDA_FUNCTION_NAME = "AWS_LAMBDA_FUNCTION_NAME"
+AWS_LAMBDA_FUNCTION_VERSION = "AWS_LAMBDA_FUNCTION_VERSION"
+AWS_LAMBDA_FUNCTION_MEMORY_SIZE = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+AWS_LAMBDA_LOG_GROUP_NAME = "AWS_LAMBDA_LOG_GROUP_NAME"
+AWS_LAMBDA_LOG_STREAM_NAME = "AWS_LAMBDA_LOG_STREAM_NAME"
+LAMBDA_TASK_ROOT = "LAMBDA_TASK_ROOT"
+LAMBDA_RUNTIME_DIR = "LAMBDA_RUNTIME_DIR"
+PYTHONPATH = "PYTHONPATH"
+LAYERS_ROOT = "/opt/python"
 
 
 class RuntimeApiError(Exception):
@@ -54,6 +79,33 @@ class Invocation:
     invoked_function_arn: str
     trace_id: Optional[str]
     event: bytes
+
+
+class InvocationContext:
+    """The handler's `context`, built from the invocation and Lambda's variables as awslambdaric's LambdaContext is."""
+
+    def __init__(self, invocation: Invocation, environ: Optional[Mapping[str, str]] = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        env = os.environ if environ is None else environ
+        self.aws_request_id = invocation.aws_request_id
+        self.invoked_function_arn = invocation.invoked_function_arn
+        self.function_name = env.get(AWS_LAMBDA_FUNCTION_NAME)
+        self.function_version = env.get(AWS_LAMBDA_FUNCTION_VERSION)
+        # A string, as awslambdaric gives it.
+        self.memory_limit_in_mb = env.get(AWS_LAMBDA_FUNCTION_MEMORY_SIZE)
+        self.log_group_name = env.get(AWS_LAMBDA_LOG_GROUP_NAME)
+        self.log_stream_name = env.get(AWS_LAMBDA_LOG_STREAM_NAME)
+        self.client_context: Any = None  # only for AWS Mobile SDK invocations, never through a Function URL
+        self.identity: Any = None
+        self._deadline_ms = invocation.deadline_ms
+        self._clock = clock
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds until Lambda ends this invocation (0 once it is past)."""
+        return max(self._deadline_ms - int(self._clock() * 1000), 0)
+
+    def __repr__(self) -> str:
+        return f"InvocationContext(aws_request_id={self.aws_request_id!r}, function_name={self.function_name!r})"
 
 
 class Answer(Protocol):
@@ -91,23 +143,27 @@ class RuntimeApi:
         request_id = response.getheader("Lambda-Runtime-Aws-Request-Id")
         if response.status != 200 or not request_id:
             raise RuntimeApiError(f"GET /invocation/next answered {response.status}")
-        deadline = response.getheader("Lambda-Runtime-Deadline-Ms", "0")
+        deadline = response.getheader("Lambda-Runtime-Deadline-Ms", "")
         return Invocation(
             aws_request_id=request_id,
-            deadline_ms=int(deadline) if deadline.isdigit() else 0,
+            deadline_ms=int(deadline) if deadline.isdigit() else int(time.time() * 1000) + MAX_INVOCATION_MS,
             invoked_function_arn=response.getheader("Lambda-Runtime-Invoked-Function-Arn", ""),
             trace_id=response.getheader("Lambda-Runtime-Trace-Id"),
             event=body,
         )
 
-    def stream_response(self, request_id: str, prelude: Mapping[str, Any], body: Answer) -> Optional[BaseException]:
+    def stream_response(self, request_id: str, prelude: Mapping[str, Any], body: Answer,
+                        timeout: float = POST_TIMEOUT) -> Optional[BaseException]:
         """Stream one answer: prelude, delimiter, then each body part as its own chunk.
 
         A failure after the first byte can no longer change the status: the client gets an SSE
-        error event, and Lambda the error in the trailers the streaming protocol defines (the
-        /error endpoint is only open before a response starts). Returns what broke, if anything.
+        error event. An ordinary one (a BehestLambdaError: Behest reset or stalled, the deadline
+        came) then ends the stream cleanly; only a bug also goes to Lambda, in the trailers the
+        streaming protocol defines (the /error endpoint is only open before a response starts), so
+        that it counts as a function error. Returns what broke, if anything. `timeout` bounds each
+        write: a client may read slowly for as long as the invocation has time.
         """
-        connection = self._connection()
+        connection = self._connection(timeout)
         try:
             connection.putrequest("POST", f"{self._base}/invocation/{request_id}/response", skip_accept_encoding=True)
             connection.putheader("Lambda-Runtime-Function-Response-Mode", "streaming")
@@ -120,7 +176,7 @@ class RuntimeApi:
             _write_chunk(connection, json.dumps(prelude, separators=(",", ":")).encode("utf-8") + PRELUDE_DELIMITER)
             failure = pump(body, lambda data: _write_chunk(connection, data))
             trailers = b""
-            if failure is not None:
+            if failure is not None and not isinstance(failure, BehestLambdaError):
                 document = {"errorMessage": str(failure)[:1000], "errorType": type(failure).__name__}
                 # AWS: the error body trailer is base64; the type is free text, "<category.reason>" advised.
                 encoded = base64.b64encode(json.dumps(document).encode("utf-8")).decode("ascii")
@@ -155,8 +211,8 @@ class RuntimeApi:
         finally:
             connection.close()
 
-    def _connection(self) -> http.client.HTTPConnection:
-        connection = http.client.HTTPConnection(self.address, timeout=POST_TIMEOUT)
+    def _connection(self, timeout: float = POST_TIMEOUT) -> http.client.HTTPConnection:
+        connection = http.client.HTTPConnection(self.address, timeout=timeout)
         connection.connect()
         return connection
 
@@ -180,8 +236,9 @@ def pump(body: Answer, write: Callable[[bytes], None]) -> Optional[BaseException
     """Write every part of `body` as it comes; what broke the stream, if something did.
 
     The body's own failures (Behest reset, stalled, ran past the deadline) already end it with an
-    SSE error event; a bug in producing it ends it with a generic one here. Failures of `write`
-    (the reader went away) propagate. The body is closed either way, and Behest's connection with it.
+    SSE error event; one it raises instead gets its event here, and a bug a generic one. Failures
+    of `write` (the reader went away) propagate. The body is closed either way, and Behest's
+    connection with it.
     """
     parts = iter(body)
     try:
@@ -191,9 +248,8 @@ def pump(body: Answer, write: Callable[[bytes], None]) -> Optional[BaseException
             except StopIteration:
                 break
             except Exception as e:  # noqa: BLE001 - after the first byte only an error event and trailers can say it
-                from .relay import sse_error_event
-
-                write(sse_error_event(BehestLambdaError("the relay failed mid-stream")))
+                shown = e if isinstance(e, BehestLambdaError) else BehestLambdaError("the relay failed mid-stream")
+                write(_sse_error_event(shown))
                 return e
             if part:
                 write(part)
@@ -203,9 +259,41 @@ def pump(body: Answer, write: Callable[[bytes], None]) -> Optional[BaseException
     return failure if isinstance(failure, BaseException) else None
 
 
+def _sse_error_event(error: BehestLambdaError) -> bytes:
+    try:
+        from .errors import sse_error_event  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:  # where errors.py does not have it yet
+        from .relay import sse_error_event
+    event: bytes = sse_error_event(error)
+    return event
+
+
+def response_timeout(context: InvocationContext) -> float:
+    """How long the response connection may wait on one write: the invocation's time left, plus a margin."""
+    return context.get_remaining_time_in_millis() / 1000 + DEADLINE_MARGIN
+
+
 def handle(api: RuntimeApi, function: Responder, telemetry: Telemetry, invocation: Invocation) -> None:
-    """Serve one invocation. Whatever goes wrong in it is reported to Lambda, and the loop goes on."""
-    telemetry.start_invocation(invocation)
+    """Serve one invocation. Whatever goes wrong in it is reported to Lambda, and the loop goes on.
+
+    Telemetry is flushed once at the end, on every path: no Powertools decorator does it here.
+    """
+    context = InvocationContext(invocation)
+    telemetry.start_invocation(context)
+    try:
+        _answer(api, function, telemetry, invocation, context)
+    finally:
+        _flush(telemetry)
+
+
+def _flush(telemetry: Telemetry) -> None:
+    flush = getattr(telemetry, "flush", None)  # the EMF buffer, where Telemetry keeps one
+    if flush is not None:
+        flush()
+
+
+def _answer(api: RuntimeApi, function: Responder, telemetry: Telemetry, invocation: Invocation,
+            context: InvocationContext) -> None:
     try:
         event = json.loads(invocation.event)
     except ValueError:
@@ -215,7 +303,7 @@ def handle(api: RuntimeApi, function: Responder, telemetry: Telemetry, invocatio
         api.invocation_error(invocation.aws_request_id, "Runtime.InvalidEvent", "the event is not a JSON object")
         return
     try:
-        prelude, body = function.respond(event)
+        prelude, body = function.respond(event, context)
     except Exception as e:  # noqa: BLE001 - a bug must not end the container; Lambda counts it as a function error
         stack = traceback.format_exception(e)
         telemetry.error("unhandled error", error=type(e).__name__, detail=str(e)[:500], stack="".join(stack)[-4000:])
@@ -224,13 +312,18 @@ def handle(api: RuntimeApi, function: Responder, telemetry: Telemetry, invocatio
         api.invocation_error(invocation.aws_request_id, f"Function.{type(e).__name__}", str(e), stack)
         return
     try:
-        failure = api.stream_response(invocation.aws_request_id, prelude, body)
+        failure = api.stream_response(invocation.aws_request_id, prelude, body, response_timeout(context))
     except _WriteFailed as e:
         # Lambda cut this response (the client left, or the invocation timed out); the next /next
         # call shows whether the Runtime API itself is gone.
         telemetry.warning("the response stream was cut", detail=str(e))
         return
-    if failure is not None and not isinstance(failure, BehestLambdaError):  # ours are logged where they happen
+    if isinstance(failure, BehestLambdaError):
+        # Behest reset or stalled, or the deadline came: the client has its error event, and this is
+        # no function error (nothing in the trailers), so Lambda's Errors metric stays for bugs.
+        telemetry.warning("stream ended with an error event", error=type(failure).__name__, code=failure.code,
+                          detail=failure.message)
+    elif failure is not None:
         telemetry.error("unhandled error mid-stream", error=type(failure).__name__, detail=str(failure)[:500],
                         stack="".join(traceback.format_exception(failure))[-4000:])
 
@@ -241,9 +334,42 @@ def serve(api: RuntimeApi, function: Responder, telemetry: Telemetry, *, invocat
     while invocations is None or served < invocations:
         invocation = api.next_invocation()
         served += 1
+        # As every AWS runtime client does: an invocation without a trace id must not run under the last one's.
         if invocation.trace_id:
             os.environ[names.X_AMZN_TRACE_ID] = invocation.trace_id
+        else:
+            os.environ.pop(names.X_AMZN_TRACE_ID, None)
         handle(api, function, telemetry, invocation)
+
+
+def use_lambda_python_path(task_root: str, runtime_dir: Optional[str],
+                           environ: Optional[MutableMapping[str, str]] = None) -> None:
+    """Order sys.path as the managed runtime's /var/runtime/bootstrap.py does before it imports a handler.
+
+    First the task root, then the layers' site-packages and `/opt/python`, then the interpreter's
+    own site-packages, then the runtime's directory (in place of this process's entry directory,
+    as bootstrap.py's own directory is the first entry there). The task root and the layers are
+    site directories: their `.pth` files are processed. A PYTHONPATH the function sets leaves the
+    layers out, as in the managed runtime; otherwise PYTHONPATH becomes the runtime directory, for
+    child processes.
+    """
+    env = os.environ if environ is None else environ
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    layers = [] if PYTHONPATH in env else [f"{LAYERS_ROOT}/lib/{version}/site-packages", LAYERS_ROOT]
+    own = [sysconfig.get_paths()["purelib"]] if layers else []
+    sys.path[:1] = [task_root, *layers, *own, *([runtime_dir] if runtime_dir else [])]
+    for directory in (task_root, *layers):
+        site.addsitedir(directory)
+    runtime_home = env.get(LAMBDA_RUNTIME_DIR) or runtime_dir
+    if not layers or not runtime_home:
+        return
+    env[PYTHONPATH] = runtime_home
+
+
+def start(task_root: str, runtime_dir: Optional[str] = None) -> int:
+    """What `stream-bootstrap` runs: Lambda's Python path, then the loop."""
+    use_lambda_python_path(task_root, runtime_dir)
+    return main()
 
 
 def main() -> int:
@@ -253,20 +379,28 @@ def main() -> int:
         sys.stderr.write(f"{names.AWS_LAMBDA_RUNTIME_API} is not set: this process is started by Lambda\n")
         return 2
     api = RuntimeApi(address)
-    telemetry = Telemetry(SERVICE)
+    telemetry: Optional[Telemetry] = None
     try:
         from .stream_handler import StreamFunction
+        from .telemetry import Telemetry
 
+        telemetry = Telemetry(SERVICE)
         function = StreamFunction.from_env(telemetry)
     except Exception as e:  # noqa: BLE001 - any init failure goes to Lambda's init/error, which ends the container
         message = getattr(e, "message", None) or str(e)
-        telemetry.error("the function could not start", error=type(e).__name__, detail=message)
+        if telemetry is None:
+            sys.stderr.write(f"the function could not start: {type(e).__name__}: {message}\n")
+        else:
+            telemetry.error("the function could not start", error=type(e).__name__, detail=message)
+            _flush(telemetry)
         api.init_error(f"Runtime.{type(e).__name__}", message, traceback.format_exception(e))
         return 1
+    telemetry.debug("the streaming loop started", python=sys.executable, python_path=list(sys.path))
     try:
         serve(api, function, telemetry)
     except RuntimeApiError as e:
         telemetry.error("the Runtime API went away", detail=str(e))
+        _flush(telemetry)
         return 1
     return 0
 

@@ -1,95 +1,128 @@
-"""Structured JSON logs and CloudWatch Embedded Metric Format lines, on the stdlib alone.
+"""Logs and metrics through Powertools: JSON log lines with the Lambda context, EMF metrics flushed per invocation.
 
-Powertools' Logger and Metrics cost ~45 ms of import at every cold start (see README,
-"Cold start"); one JSON line per event on stdout gives CloudWatch the same records.
+`Telemetry` is the one object the functions log and count through. It keeps Powertools'
+record format (so Lambda teams' queries and dashboards read it), adds `cold_start` and the
+API Gateway / Function URL request id as `correlation_id`, and groups metrics by dimension
+set so that each invocation ends with one EMF record per set (`flush`, called on every path).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
-import time
-from typing import Any, Optional, TextIO
+from typing import IO, Any, Mapping, Optional
 
-_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import EphemeralMetrics
+
+from . import settings as names
+
+DEFAULT_NAMESPACE = "BehestLambda"
+# Library loggers whose records come out as the same JSON lines (never at DEBUG: botocore would log wire data).
+LIBRARY_LOGGERS = {"botocore", "boto3", "urllib3"}
+MAX_DIMENSION_CHARS = 64
+
+
+class _Output:
+    """Where the lines go: the given stream, or whatever sys.stdout is at the time of writing."""
+
+    def __init__(self, stream: Optional[IO[str]]) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        target = self.stream or sys.stdout
+        written = target.write(text)
+        target.flush()
+        return written
+
+    def flush(self) -> None:
+        (self.stream or sys.stdout).flush()
+
+
+class _OwnLogger(Logger):
+    """A Powertools Logger on a stdlib logger of its own, so that each Telemetry writes where it was told."""
+
+    def _get_logger(self) -> logging.Logger:
+        return logging.getLogger(f"{self.service}.telemetry-{id(self):x}")
 
 
 class Telemetry:
-    """One JSON object per log line and per metric, tagged with the service and request id."""
+    """JSON logs and EMF metrics for one function (tests pass a `stream` to read them back)."""
 
-    def __init__(
-        self,
-        service: str,
-        *,
-        level: str = "INFO",
-        namespace: str = "BehestLambda",
-        stream: Optional[TextIO] = None,
-    ) -> None:
-        self.service = service
-        self.threshold = _LEVELS.get(level.upper(), 20)
-        self.namespace = namespace
-        self._stream = stream
-        self.request_id: Optional[str] = None
+    def __init__(self, service: str, *, stream: Optional[IO[str]] = None,
+                 environ: Optional[Mapping[str, str]] = None) -> None:
+        env = os.environ if environ is None else environ
+        self.service = env.get(names.POWERTOOLS_SERVICE_NAME) or service
+        self.namespace = env.get(names.POWERTOOLS_METRICS_NAMESPACE) or env.get(names.METRICS_NAMESPACE) or DEFAULT_NAMESPACE
+        # Powertools reads POWERTOOLS_LOG_LEVEL (and Lambda's AWS_LAMBDA_LOG_LEVEL) itself; LOG_LEVEL is the older name.
+        level = None if env.get(names.POWERTOOLS_LOG_LEVEL) else (env.get(names.LOG_LEVEL) or None)
+        self._output = _Output(stream)
+        logger_class = Logger if stream is None else _OwnLogger
+        self.logger = logger_class(service=self.service, level=level, stream=self._output)  # type: ignore[arg-type]
         self.cold_start = True
+        self._invocations = 0
+        self._metrics: dict[tuple[tuple[str, str], ...], dict[str, tuple[str, float]]] = {}
 
-    def configure(self, level: str, namespace: str) -> None:
-        """Apply the configured log level and metrics namespace."""
-        self.threshold = _LEVELS.get(level.upper(), 20)
-        self.namespace = namespace
+    def adopt_library_loggers(self) -> None:
+        """Write botocore's and urllib3's records as the same JSON lines (call once they are imported)."""
+        copy_config_to_registered_loggers(source_logger=self.logger, include=LIBRARY_LOGGERS,
+                                          log_level=max(self.logger.log_level, logging.INFO))
 
-    def start_invocation(self, context: Any) -> None:
-        """Tag what follows with this invocation's request id; the first invocation is the cold one."""
-        if self.request_id is not None:
-            self.cold_start = False
-        self.request_id = getattr(context, "aws_request_id", None) or "-"
+    def start_invocation(self, context: Any, request_id: Optional[str] = None) -> None:
+        """Tag what follows with this invocation's context; the first invocation of a container is the cold one."""
+        self._invocations += 1
+        self.cold_start = self._invocations == 1
+        keys: dict[str, Any] = {"cold_start": self.cold_start}
+        for key, attribute in (("function_name", "function_name"), ("function_memory_size", "memory_limit_in_mb"),
+                               ("function_arn", "invoked_function_arn"), ("function_request_id", "aws_request_id")):
+            value = getattr(context, attribute, None)
+            if value is not None:
+                keys[key] = value
+        self.logger.append_keys(**keys)
+        self.logger.set_correlation_id(request_id)
+
+    def after_restore(self) -> None:
+        """A SnapStart restore: the next invocation is a cold start again."""
+        self._invocations = 0
+
+    def set_correlation_id(self, request_id: Optional[str]) -> None:
+        """The API Gateway / Function URL request id, once the event is read."""
+        self.logger.set_correlation_id(request_id)
 
     def debug(self, message: str, **fields: Any) -> None:
-        self._log("DEBUG", message, fields)
+        self.logger.debug(message, extra=fields, stacklevel=3)
 
     def info(self, message: str, **fields: Any) -> None:
-        self._log("INFO", message, fields)
+        self.logger.info(message, extra=fields, stacklevel=3)
 
     def warning(self, message: str, **fields: Any) -> None:
-        self._log("WARNING", message, fields)
+        self.logger.warning(message, extra=fields, stacklevel=3)
 
     def error(self, message: str, **fields: Any) -> None:
-        self._log("ERROR", message, fields)
+        self.logger.error(message, extra=fields, stacklevel=3)
 
     def metric(self, name: str, value: float = 1, unit: str = "Count", **dimensions: str) -> None:
-        """Emit one EMF record; CloudWatch turns it into a metric with the service (+ given) dimensions."""
-        record: dict[str, Any] = {
-            "_aws": {
-                "Timestamp": int(time.time() * 1000),
-                "CloudWatchMetrics": [
-                    {
-                        "Namespace": self.namespace,
-                        "Dimensions": [["service", *dimensions]],
-                        "Metrics": [{"Name": name, "Unit": unit}],
-                    }
-                ],
-            },
-            "service": self.service,
-            **dimensions,
-            name: value,
-        }
-        self._write(record)
+        """Count `value` under `name` with the service (+ given) dimensions; written at `flush`."""
+        key = tuple(sorted((k, _dimension_value(v)) for k, v in dimensions.items()))
+        group = self._metrics.setdefault(key, {})
+        previous = group.get(name)
+        group[name] = (unit, value + (previous[1] if previous else 0))
 
-    def _log(self, level: str, message: str, fields: dict[str, Any]) -> None:
-        if _LEVELS[level] < self.threshold:
-            return
-        now = time.time()
-        record: dict[str, Any] = {
-            "level": level,
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
-            "service": self.service,
-            "message": message,
-            "request_id": self.request_id,
-            "cold_start": self.cold_start,
-            **fields,
-        }
-        self._write(record)
+    def flush(self) -> None:
+        """Write the invocation's metrics: one EMF record per dimension set."""
+        groups, self._metrics = self._metrics, {}
+        for dimensions, metrics in groups.items():
+            emf = EphemeralMetrics(namespace=self.namespace, service=self.service)
+            for dimension, value in dimensions:
+                emf.add_dimension(name=dimension, value=value)
+            for name, (unit, total) in metrics.items():
+                emf.add_metric(name=name, unit=unit, value=total)
+            self._output.write(json.dumps(emf.serialize_metric_set(), separators=(",", ":")) + "\n")
 
-    def _write(self, record: dict[str, Any]) -> None:
-        stream = self._stream or sys.stdout
-        stream.write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
-        stream.flush()
+
+def _dimension_value(value: Any) -> str:
+    text = str(value).strip()[:MAX_DIMENSION_CHARS]
+    return text or "none"

@@ -51,14 +51,14 @@ class UpstreamResponse:
             return None
 
 
-def open_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Any:
-    """POST and return the open response (any status); the caller reads and closes it.
+def open_request(method: str, url: str, body: Optional[bytes], headers: Mapping[str, str], timeout: float) -> Any:
+    """Send a request and return the open response (any status); the caller reads and closes it.
 
     `timeout` bounds the connect and every later read, so a stalled stream fails too.
     """
-    # BEHEST_BASE_URL is checked to be http(s) in settings, so no file: or custom scheme reaches here.
+    # Base URLs are checked to be http(s) in settings, so no file: or custom scheme reaches here.
     request = urllib.request.Request(  # noqa: S310
-        url, data=body, method="POST", headers={"User-Agent": USER_AGENT, **headers}
+        url, data=body, method=method, headers={"User-Agent": USER_AGENT, **headers}
     )
     try:
         return _get_opener().open(request, timeout=timeout)  # noqa: S310
@@ -70,8 +70,13 @@ def open_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float)
         raise UpstreamError(f"Behest is unreachable ({_reason(e.reason)})") from e
     except TimeoutError as e:
         raise UpstreamTimeoutError(f"Behest did not answer within {timeout:g} s") from e
-    except OSError as e:  # reset or refused after the URL was accepted
+    except (OSError, http.client.HTTPException) as e:  # reset or refused after the URL was accepted
         raise UpstreamError(f"Behest connection failed ({_reason(e)})") from e
+
+
+def open_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Any:
+    """POST and return the open response (any status)."""
+    return open_request("POST", url, body, headers, timeout)
 
 
 def post_json(url: str, payload: Any, headers: Mapping[str, str], timeout: float) -> UpstreamResponse:
@@ -82,14 +87,15 @@ def post_json(url: str, payload: Any, headers: Mapping[str, str], timeout: float
     return UpstreamResponse(response.status, lower_headers(response.headers), read_within(response, deadline))
 
 
-def read_within(response: Any, deadline: float, clock: Callable[[], float] = time.monotonic) -> bytes:
-    """The whole body by `deadline` on `clock`, at most MAX_RESPONSE_BYTES; then the response is closed."""
+def read_within(response: Any, deadline: float, clock: Callable[[], float] = time.monotonic, *,
+                limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    """The whole body by `deadline` on `clock`, at most `limit` bytes; then the response is closed."""
     parts: list[bytes] = []
     size = 0
     for chunk in stream_chunks(response, deadline, clock):
         size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise UpstreamError("Behest's answer is larger than a Lambda response can carry")
+        if size > limit:
+            raise UpstreamError("the answer is larger than the relay accepts")
         parts.append(chunk)
     return b"".join(parts)
 

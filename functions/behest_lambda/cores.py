@@ -1,0 +1,98 @@
+"""The cores behind the route table: request + verified identity → reply. They know nothing of API Gateway."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional
+
+from .app import Core, Reply, json_reply
+from .caller_token import CallerTokenVerifier, bearer_token
+from .errors import BehestLambdaError, UpstreamError
+from .identity import Identity
+from .key_source import key_source_for
+from .mint import Minter, MintRequest
+from .relay import POLICIES, Relay, meter_for
+from .request import Request
+from .settings import RelaySettings, Settings
+from .telemetry import Telemetry
+from .usage import BROKEN, CLIENT_GONE, OK, UsageMeter
+
+Caller = Callable[[Request], Mapping[str, Any]]
+
+
+def build_cores(names: set[str], settings: Settings, telemetry: Telemetry, *,
+                verify_callers: bool) -> tuple[dict[str, Core], Optional[Caller]]:
+    """The cores `names` need, sharing one key source, minter and relay; and the caller check for a Function URL."""
+    minter = Minter(settings.mint, key_source_for(settings.key, telemetry))
+    cores: dict[str, Core] = {}
+    if "token" in names:
+        cores["token"] = token_core(minter, telemetry)
+    relayed = names - {"token"}
+    if relayed:
+        relay = Relay(settings.relay, minter)
+        for name in relayed:
+            cores[name] = relay_core(name, relay, settings.relay, telemetry)
+    caller: Optional[Caller] = None
+    if verify_callers:
+        verifier = CallerTokenVerifier.from_settings(settings.caller, telemetry)
+
+        def caller(request: Request) -> Mapping[str, Any]:
+            return verifier.claims(bearer_token(request.header("authorization")))
+
+    return cores, caller
+
+
+def token_core(minter: Minter, telemetry: Telemetry) -> Core:
+    """POST /api/behest/token: `{token, ttl, sessionId, expiresAt}` for the verified user."""
+
+    def core(request: Request, identity: Identity) -> Reply:
+        asked = MintRequest.from_body(request.json_object())
+        result = minter.mint(identity, asked)
+        telemetry.info("token minted", uid=identity.user_id, sid=result.session_id, kid=result.kid, ttl=result.ttl,
+                       tier=identity.tier, continued=asked.session_id is not None)
+        telemetry.metric("TokenMinted")
+        return json_reply(200, result.as_body())
+
+    return core
+
+
+def relay_core(route: str, relay: Relay, settings: RelaySettings, telemetry: Telemetry) -> Core:
+    """A relayed route: policy, one mint, Behest's answer passed on; one usage record when it has been sent."""
+    policy = POLICIES[route]
+
+    def core(request: Request, identity: Identity) -> Reply:
+        call = policy(request, identity, settings)
+        meter = meter_for(identity, call)
+        try:
+            answer = relay.open(identity, call, meter, deadline=request.deadline)
+        except UpstreamError as e:
+            meter.status = e.status
+            record_usage(telemetry, meter, "upstream_error", e)
+            raise
+
+        def finished(failure: Optional[BehestLambdaError], completed: bool) -> None:
+            outcome = BROKEN if failure is not None else OK if completed else CLIENT_GONE
+            record_usage(telemetry, meter, outcome, failure)
+
+        return Reply(answer.status, answer.headers, answer.chunks, stream=answer.stream, on_end=finished)
+
+    return core
+
+
+def record_usage(telemetry: Telemetry, meter: UsageMeter, outcome: str, failure: Optional[BehestLambdaError]) -> None:
+    """The usage record (one log line, see README "Usage and cost") and the per-model metrics."""
+    record = meter.record(outcome)
+    if failure is None:
+        telemetry.info("usage", **record)
+    else:
+        telemetry.warning("usage", **record, code=failure.code, detail=failure.message)
+    if outcome == "upstream_error":
+        telemetry.metric("UpstreamErrors", route=meter.route)
+        return
+    # Low-cardinality dimensions only: the route and the model Behest answered with (never the user).
+    model = meter.model or meter.model_requested or "default"
+    telemetry.metric("Requests", route=meter.route, model=model)
+    for name, value in (("InputTokens", meter.input_tokens), ("OutputTokens", meter.output_tokens)):
+        if value:
+            telemetry.metric(name, value, route=meter.route, model=model)
+    if failure is not None:
+        telemetry.metric("StreamBrokeOff", code=failure.code)

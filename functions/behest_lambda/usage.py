@@ -1,0 +1,92 @@
+"""Per-user usage: what each relayed answer cost, read from Behest's own usage fields as the answer passes.
+
+One `UsageMeter` watches one answer (whole JSON, or SSE events one by one) and ends as one
+usage record: who, which model, how many tokens, how it ended. Never any message content.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+OK = "ok"
+BROKEN = "broken_off"  # the stream broke after its first byte (reset, stall, deadline, garbled event)
+CLIENT_GONE = "client_closed"  # the client left before the end
+MAX_MODEL_CHARS = 128
+
+
+@dataclass
+class UsageMeter:
+    """Counts as the answer passes; `record()` is the usage record."""
+
+    route: str
+    user_id: str
+    session_id: Optional[str]
+    tier: Optional[int]
+    model_requested: Optional[str]
+    streamed: bool
+    started: float = field(default_factory=time.monotonic)
+    model: Optional[str] = None
+    input_tokens: Optional[int] = None
+    output_tokens: Optional[int] = None
+    cached_tokens: Optional[int] = None
+    reasoning_tokens: Optional[int] = None
+    first_byte_at: Optional[float] = None
+    status: int = 200
+
+    def first_byte(self) -> None:
+        if self.first_byte_at is None:
+            self.first_byte_at = time.monotonic()
+
+    def observe(self, document: Any) -> None:
+        """Take the model and usage from a whole answer, a chat chunk, or a Responses event."""
+        if not isinstance(document, dict):
+            return
+        response = document.get("response")
+        if isinstance(response, dict):  # Responses API events carry the response object
+            document = response
+        model = document.get("model")
+        if isinstance(model, str) and model:
+            self.model = model[:MAX_MODEL_CHARS]
+        usage = document.get("usage")
+        if isinstance(usage, dict):
+            self._usage(usage)
+
+    def _usage(self, usage: dict[str, Any]) -> None:
+        # Chat and embeddings say prompt/completion; the Responses API says input/output.
+        self.input_tokens = _count(usage, "prompt_tokens", "input_tokens")
+        self.output_tokens = _count(usage, "completion_tokens", "output_tokens")
+        details_in = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+        details_out = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
+        self.cached_tokens = _count(details_in, "cached_tokens") if isinstance(details_in, dict) else None
+        self.reasoning_tokens = _count(details_out, "reasoning_tokens") if isinstance(details_out, dict) else None
+
+    def record(self, outcome: str = OK) -> dict[str, Any]:
+        """The usage record's fields (see README, "Usage and cost")."""
+        now = time.monotonic()
+        return {
+            "route": self.route,
+            "user_id": self.user_id,
+            "session_id": self.session_id,
+            "tier": self.tier,
+            "model_requested": self.model_requested,
+            "model": self.model,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "status": self.status,
+            "outcome": outcome,
+            "streamed": self.streamed,
+            "first_byte_ms": None if self.first_byte_at is None else round((self.first_byte_at - self.started) * 1000, 1),
+            "duration_ms": round((now - self.started) * 1000, 1),
+        }
+
+
+def _count(document: Any, *names: str) -> Optional[int]:
+    for name in names:
+        value = document.get(name) if isinstance(document, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12:
+            return value
+    return None
