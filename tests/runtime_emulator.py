@@ -2,12 +2,14 @@
 
 GET  /2018-06-01/runtime/invocation/next          serves queued events, blocking until one is queued
 POST /2018-06-01/runtime/invocation/{id}/response buffered or streamed (chunked, trailers decoded here);
-                                                  each chunk is recorded with its arrival time, in order
+                                                  each chunk is recorded with its arrival time, in order;
+                                                  per invocation, read slowly (a slow client) or cut
+                                                  (a client that leaves)
 POST /2018-06-01/runtime/invocation/{id}/error    recorded
 POST /2018-06-01/runtime/init/error               recorded
 
     with RuntimeEmulator() as emulator:
-        request_id = emulator.queue({"rawPath": "/v1/chat/completions", ...})
+        request_id = emulator.queue({"rawPath": "/v1/chat/completions", ...}, timeout_ms=5_000, traced=False)
         ...  # start the runtime with AWS_LAMBDA_RUNTIME_API=emulator.address
         response = emulator.response(request_id)
 """
@@ -50,6 +52,7 @@ class RecordedResponse:
     chunks: list[Chunk] = field(default_factory=list)
     trailers: dict[str, str] = field(default_factory=dict)
     complete: bool = False
+    cut: bool = False  # the emulator hung up mid-way, as Lambda does when the client leaves
 
     @property
     def body(self) -> bytes:
@@ -77,19 +80,40 @@ class RecordedError:
     body: Any
 
 
-class RuntimeEmulator:
-    """Lambda's side of the Runtime API, in this process, one queue of invocations."""
+@dataclass(frozen=True)
+class Queued:
+    """One invocation waiting for /next, and how Lambda's side behaves for it."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, timeout_ms: int = 30_000) -> None:
+    request_id: str
+    event: bytes
+    trace_id: Optional[str]
+    timeout_ms: int
+    read_pause: float = 0.0
+    cut_after: Optional[int] = None
+
+
+class RuntimeEmulator:
+    """Lambda's side of the Runtime API, in this process, one queue of invocations.
+
+    `receive_buffer` shrinks the kernel's receive buffer of the response connections, so that a
+    paused reader pushes back on the runtime's writes at once (as a slow client does through Lambda).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, timeout_ms: int = 30_000,
+                 receive_buffer: Optional[int] = None) -> None:
         self.timeout_ms = timeout_ms
         self._changed = threading.Condition()
-        self._queue: deque[tuple[str, bytes, Optional[str]]] = deque()
+        self._queue: deque[Queued] = deque()
+        self._invocations: dict[str, Queued] = {}
+        self._deadlines: dict[str, int] = {}
         self._handed_out: dict[str, float] = {}
         self._responses: dict[str, RecordedResponse] = {}
         self._errors: dict[str, RecordedError] = {}
         self._init_errors: list[RecordedError] = []
         self._stopping = False
         self._server = _QuietServer((host, port), self._handler_class())
+        if receive_buffer is not None:  # inherited by every accepted connection
+            self._server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self._thread: Optional[threading.Thread] = None
         self.address = f"{host}:{self._server.server_address[1]}"
 
@@ -113,12 +137,25 @@ class RuntimeEmulator:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def queue(self, event: Union[bytes, Any], *, request_id: Optional[str] = None, trace_id: Optional[str] = None) -> str:
-        """Queue an event (JSON-encoded unless bytes); its request id."""
+    def queue(self, event: Union[bytes, Any], *, request_id: Optional[str] = None, trace_id: Optional[str] = None,
+              traced: bool = True, timeout_ms: Optional[int] = None, read_pause: float = 0.0,
+              cut_after: Optional[int] = None) -> str:
+        """Queue an event (JSON-encoded unless bytes); its request id.
+
+        `trace_id`: the Lambda-Runtime-Trace-Id sent (a fresh one unless given; none if not `traced`);
+        `timeout_ms`: the function's timeout, from which Lambda-Runtime-Deadline-Ms is computed at /next;
+        `read_pause`: seconds the response is left unread after its first chunk (a slow client);
+        `cut_after`: the response connection is closed after that many chunks (the client left).
+        """
         request_id = request_id or str(uuid.uuid4())
         data = event if isinstance(event, bytes) else json.dumps(event).encode("utf-8")
+        if traced and trace_id is None:
+            trace_id = f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]};Sampled=1"
+        queued = Queued(request_id, data, trace_id if traced else None,
+                        self.timeout_ms if timeout_ms is None else timeout_ms, read_pause, cut_after)
         with self._changed:
-            self._queue.append((request_id, data, trace_id))
+            self._queue.append(queued)
+            self._invocations[request_id] = queued
             self._changed.notify_all()
         return request_id
 
@@ -126,6 +163,16 @@ class RuntimeEmulator:
         """When /next handed this invocation over (time.monotonic), if it has."""
         with self._changed:
             return self._handed_out.get(request_id)
+
+    def deadline_ms(self, request_id: str) -> Optional[int]:
+        """The Lambda-Runtime-Deadline-Ms sent with this invocation (epoch ms), once handed out."""
+        with self._changed:
+            return self._deadlines.get(request_id)
+
+    def trace_id(self, request_id: str) -> Optional[str]:
+        """The Lambda-Runtime-Trace-Id this invocation carries, if any."""
+        with self._changed:
+            return self._invocations[request_id].trace_id
 
     def response(self, request_id: str, timeout: float = 10.0, *, complete: bool = True) -> RecordedResponse:
         """The response posted for `request_id`, once complete (or once started, with complete=False)."""
@@ -164,16 +211,18 @@ class RuntimeEmulator:
                     raise TimeoutError(f"no {what} within {timeout:g} s")
                 self._changed.wait(remaining)
 
-    def _next(self, connection: socket.socket) -> Optional[tuple[str, bytes, Optional[str]]]:
-        """The next queued invocation, for a runtime still connected (a killed one must not take it)."""
+    def _next(self, connection: socket.socket) -> Optional[tuple[Queued, int]]:
+        """The next queued invocation and its deadline, for a runtime still connected (a killed one must not take it)."""
         with self._changed:
             while True:
                 if self._stopping or _gone(connection):
                     return None
                 if self._queue:
                     invocation = self._queue.popleft()
-                    self._handed_out[invocation[0]] = time.monotonic()
-                    return invocation
+                    deadline = int(time.time() * 1000) + invocation.timeout_ms
+                    self._handed_out[invocation.request_id] = time.monotonic()
+                    self._deadlines[invocation.request_id] = deadline
+                    return invocation, deadline
                 self._changed.wait(0.1)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -186,21 +235,21 @@ class RuntimeEmulator:
                 if self.path != PREFIX + "/invocation/next":
                     self._answer(404, {"errorMessage": "no such route"})
                     return
-                invocation = emulator._next(self.connection)
-                if invocation is None:
+                handed_out = emulator._next(self.connection)
+                if handed_out is None:
                     self.close_connection = True
                     return
-                request_id, data, trace_id = invocation
+                invocation, deadline = handed_out
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
-                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + emulator.timeout_ms))
+                self.send_header("Lambda-Runtime-Aws-Request-Id", invocation.request_id)
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(deadline))
                 self.send_header("Lambda-Runtime-Invoked-Function-Arn", FUNCTION_ARN)
-                trace_id = trace_id or f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}"
-                self.send_header("Lambda-Runtime-Trace-Id", trace_id)
-                self.send_header("Content-Length", str(len(data)))
+                if invocation.trace_id is not None:
+                    self.send_header("Lambda-Runtime-Trace-Id", invocation.trace_id)
+                self.send_header("Content-Length", str(len(invocation.event)))
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.write(invocation.event)
 
             def do_POST(self) -> None:  # noqa: N802
                 headers = {name.lower(): value for name, value in self.headers.items()}
@@ -231,6 +280,12 @@ class RuntimeEmulator:
                     self._answer(202, {"status": "OK"})
                     return
                 response = self._record_response(request_id, headers)
+                if response.cut:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    with emulator._changed:
+                        emulator._changed.notify_all()
+                    return
                 self._answer(202, {"status": "OK"})
                 with emulator._changed:  # complete once the runtime has been told so
                     response.complete = True
@@ -240,17 +295,23 @@ class RuntimeEmulator:
                 response = RecordedResponse(request_id, headers)
                 with emulator._changed:
                     emulator._responses[request_id] = response
+                    invocation = emulator._invocations[request_id]
                     emulator._changed.notify_all()
                 if "chunked" not in headers.get("transfer-encoding", "").lower():
                     self._add(response, self.rfile.read(int(headers.get("content-length") or 0)))
                 else:
                     while True:
+                        if invocation.cut_after is not None and len(response.chunks) >= invocation.cut_after:
+                            response.cut = True
+                            return response
                         size = int(self.rfile.readline(1024).split(b";")[0].strip(), 16)
                         if size == 0:
                             break
                         data = self.rfile.read(size)
                         self.rfile.readline(16)  # the chunk's CRLF
                         self._add(response, data)
+                        if len(response.chunks) == 1 and invocation.read_pause:
+                            time.sleep(invocation.read_pause)  # the client stops reading; Lambda pushes back
                     while (line := self.rfile.readline(65536)) not in (b"\r\n", b"\n", b""):
                         name, _, value = line.decode("latin-1").partition(":")
                         response.trailers[name.strip().lower()] = value.strip()
