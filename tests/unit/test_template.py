@@ -17,6 +17,7 @@ from samtranslator.translator.translator import Translator
 from samtranslator.yaml_helper import intrinsics_multi_constructor
 
 from behest_lambda import settings as names
+from behest_lambda.routes import HTTP_API, RELAY_FUNCTION, STREAM_FUNCTION, TOKEN_FUNCTION, routes_for
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 REGION = "us-east-1"
@@ -25,15 +26,24 @@ S3_CODE = "s3://bucket/key.zip"
 TOKEN_ROUTE = "/api/behest/token"
 CHAT_ROUTE = "/v1/chat/completions"
 API_GATEWAY_HTTP_LIMIT_S = 30
+APP_FUNCTIONS = (TOKEN_FUNCTION, RELAY_FUNCTION, STREAM_FUNCTION)
+# API Gateway's catch-all route, as SAM writes an HttpApi event with neither Path nor Method.
+CATCH_ALL = ("ANY", "$default", RELAY_FUNCTION)
 
 SECRET_ARN = {"Fn::If": ["CreateKeySecret", {"Ref": "KeySecret"}, {"Ref": "ExistingKeySecretArn"}]}
 
 SHARED_VARIABLES = {
     "BEHEST_BASE_URL", "BEHEST_KEY_SECRET_ID", "BEHEST_KID", "BEHEST_TENANT_ID", "BEHEST_PROJECT_ID",
-    "BEHEST_TTL", "BEHEST_MAX_TTL", "BEHEST_TIER", "BEHEST_USER_CLAIM", "BEHEST_TIER_CLAIM", "BEHEST_TIER_MAP",
-    "BEHEST_KEY_CACHE_TTL", "BEHEST_KEY_GRACE_PERIOD", "BEHEST_MINT_TIMEOUT", "LOG_LEVEL",
+    "BEHEST_TTL", "BEHEST_MAX_TTL", "BEHEST_TIER", "BEHEST_TIER_MIN", "BEHEST_TIER_MAX", "BEHEST_USER_CLAIM",
+    "BEHEST_TIER_CLAIM", "BEHEST_TIER_MAP", "BEHEST_KEY_CACHE_TTL", "BEHEST_KEY_GRACE_PERIOD", "BEHEST_MINT_TIMEOUT",
+    "BEHEST_SECRETS_EXTENSION", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_METRICS_NAMESPACE",
 }
-RELAY_ONLY_VARIABLES = {"BEHEST_UPSTREAM_TIMEOUT", "BEHEST_ALLOWED_MODELS", "BEHEST_MAX_TOKENS"}
+RELAY_POLICY_VARIABLES = {
+    "BEHEST_UPSTREAM_TIMEOUT", "BEHEST_ALLOWED_MODELS", "BEHEST_MAX_TOKENS", "BEHEST_MAX_N", "BEHEST_MAX_BODY_BYTES",
+}
+# Older names the code still reads, which the template no longer sets.
+SUPERSEDED_VARIABLES = {"LOG_LEVEL", "METRICS_NAMESPACE"}
+SERVICE_NAMES = {TOKEN_FUNCTION: "behest-token", RELAY_FUNCTION: "behest-relay", STREAM_FUNCTION: "behest-stream"}
 
 
 class _IntrinsicsLoader(yaml.SafeLoader):
@@ -89,6 +99,25 @@ def _of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
     return {name: r for name, r in resources.items() if r["Type"] == kind}
 
 
+def _app_functions(resources: dict[str, Any]) -> dict[str, Any]:
+    """The product's three Lambda functions, without the deploy-time ConfigFingerprintFunction."""
+    return {name: resources[name] for name in APP_FUNCTIONS}
+
+
+def _http_api_events(sam: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(method, path, function) of every HttpApi event in the SAM template, as API Gateway routes them."""
+    routes = set()
+    for name, resource in _of_type(sam["Resources"], "AWS::Serverless::Function").items():
+        for event in resource["Properties"].get("Events", {}).values():
+            if event["Type"] != "HttpApi":
+                continue
+            properties = event["Properties"]
+            assert properties["ApiId"] == {"Ref": "BehestApi"}, name
+            assert properties["PayloadFormatVersion"] == "2.0", name
+            routes.add((properties.get("Method", "ANY").upper(), properties.get("Path", "$default"), name))
+    return routes
+
+
 def _parameter_bounds(sam: dict[str, Any], value: Any) -> list[float]:
     """Every value a `{"Ref": parameter}` may take at its edges: its default and its MaxValue."""
     assert isinstance(value, dict) and set(value) == {"Ref"}, f"expected a parameter Ref, got {value!r}"
@@ -110,7 +139,7 @@ def test_the_transformed_template_lints_without_errors(cfn: dict[str, Any]) -> N
 
 def test_the_lint_check_reports_a_broken_reference(cfn: dict[str, Any]) -> None:
     broken = copy.deepcopy(cfn)
-    broken["Resources"]["ChatRelayFunction"]["Properties"]["Role"] = {"Fn::GetAtt": ["NoSuchRole", "Arn"]}
+    broken["Resources"]["RelayFunction"]["Properties"]["Role"] = {"Fn::GetAtt": ["NoSuchRole", "Arn"]}
 
     assert _lint_errors(broken) != []
 
@@ -118,9 +147,9 @@ def test_the_lint_check_reports_a_broken_reference(cfn: dict[str, Any]) -> None:
 def test_every_function_ships_the_functions_directory(sam: dict[str, Any], resources: dict[str, Any]) -> None:
     assert sam["Globals"]["Function"]["CodeUri"] == "functions/"
     functions = _of_type(sam["Resources"], "AWS::Serverless::Function")
-    assert sorted(functions) == ["ChatRelayFunction", "ChatStreamFunction", "TokenFunction"]
+    assert sorted(functions) == sorted(APP_FUNCTIONS)
     assert all("CodeUri" not in f["Properties"] for f in functions.values())
-    assert {r["Properties"]["Code"]["S3Key"] for r in _of_type(resources, "AWS::Lambda::Function").values()} == {"key.zip"}
+    assert {r["Properties"]["Code"]["S3Key"] for r in _app_functions(resources).values()} == {"key.zip"}
 
 
 def test_functions_run_python_3_13_on_arm64_with_their_handlers(resources: dict[str, Any]) -> None:
@@ -131,23 +160,41 @@ def test_functions_run_python_3_13_on_arm64_with_their_handlers(resources: dict[
         handlers[name] = function["Properties"]["Handler"]
 
     assert handlers == {
-        "TokenFunction": "behest_lambda.token_handler.handler",
-        "ChatRelayFunction": "behest_lambda.relay_handler.handler",
-        "ChatStreamFunction": "behest_lambda.stream_handler.handler",
+        TOKEN_FUNCTION: "behest_lambda.token_handler.handler",
+        RELAY_FUNCTION: "behest_lambda.relay_handler.handler",
+        STREAM_FUNCTION: "behest_lambda.stream_handler.handler",
+        "ConfigFingerprintFunction": "index.handler",
     }
 
 
-def test_both_routes_are_on_one_http_api_behind_the_jwt_authorizer(resources: dict[str, Any]) -> None:
-    body = _api_body(resources)
-    routes = {path: set(operations) for path, operations in body["paths"].items()}
-    assert routes == {TOKEN_ROUTE: {"post"}, CHAT_ROUTE: {"post"}}
+def test_the_http_api_serves_exactly_the_route_tables_routes_plus_a_catch_all(sam: dict[str, Any]) -> None:
+    table = {(route.method, route.path, route.function) for route in routes_for(HTTP_API)}
 
-    for path, function in ((TOKEN_ROUTE, "TokenFunction"), (CHAT_ROUTE, "ChatRelayFunction")):
-        operation = body["paths"][path]["post"]
-        assert operation["security"] == [{"UserJwt": []}], path
+    assert _http_api_events(sam) == table | {CATCH_ALL}
+
+
+def test_the_route_comparison_notices_a_route_missing_from_the_template(sam: dict[str, Any]) -> None:
+    trimmed = copy.deepcopy(sam)
+    del trimmed["Resources"][RELAY_FUNCTION]["Properties"]["Events"]["ListModels"]
+    table = {(route.method, route.path, route.function) for route in routes_for(HTTP_API)}
+
+    assert table - _http_api_events(trimmed) == {("GET", "/v1/models", RELAY_FUNCTION)}
+
+
+def test_table_routes_are_behind_the_jwt_authorizer_and_the_catch_all_is_not(resources: dict[str, Any]) -> None:
+    body = _api_body(resources)
+    for route in routes_for(HTTP_API):
+        operation = body["paths"][route.path][route.method.lower()]
+        assert operation["security"] == [{"UserJwt": []}], route
         integration = operation["x-amazon-apigateway-integration"]
-        assert f"${{{function}.Arn}}" in integration["uri"]["Fn::Sub"], path
-        assert integration["payloadFormatVersion"] == "2.0", path
+        # The alias, not the bare function: SnapStart only applies to published versions.
+        assert f"${{{route.function}Aliaslive}}" in integration["uri"]["Fn::Sub"], route
+        assert integration["payloadFormatVersion"] == "2.0", route
+
+    catch_all = body["paths"]["/$default"]["x-amazon-apigateway-any-method"]
+    assert catch_all["isDefaultRoute"] is True
+    assert catch_all["security"] == [{"NONE": []}]
+    assert f"${{{RELAY_FUNCTION}Aliaslive}}" in catch_all["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
 
     authorizer = body["components"]["securitySchemes"]["UserJwt"]["x-amazon-apigateway-authorizer"]
     assert authorizer == {
@@ -157,22 +204,34 @@ def test_both_routes_are_on_one_http_api_behind_the_jwt_authorizer(resources: di
     }
 
 
-def test_api_gateway_may_invoke_each_function_on_its_route_only(resources: dict[str, Any]) -> None:
-    permissions = {
-        p["Properties"]["FunctionName"]["Ref"]: p["Properties"]["SourceArn"]["Fn::Sub"][0]
-        for p in _of_type(resources, "AWS::Lambda::Permission").values()
-        if "SourceArn" in p["Properties"]
-    }
+def test_api_gateway_may_invoke_each_alias_on_its_routes_and_the_relay_on_the_catch_all(
+    resources: dict[str, Any],
+) -> None:
+    permissions: dict[str, set[str]] = {}
+    for permission in _of_type(resources, "AWS::Lambda::Permission").values():
+        properties = permission["Properties"]
+        if "SourceArn" in properties:
+            permissions.setdefault(properties["FunctionName"]["Ref"], set()).add(properties["SourceArn"]["Fn::Sub"][0])
+    stage = "${__ApiId__}/${__Stage__}/"
 
-    assert permissions.keys() == {"TokenFunction", "ChatRelayFunction"}
-    assert permissions["TokenFunction"].endswith("/POST" + TOKEN_ROUTE)
-    assert permissions["ChatRelayFunction"].endswith("/POST" + CHAT_ROUTE)
+    def granted(function: str) -> set[str]:
+        return {arn.split(stage, 1)[1] for arn in permissions[f"{function}Aliaslive"]}
+
+    assert permissions.keys() == {f"{TOKEN_FUNCTION}Aliaslive", f"{RELAY_FUNCTION}Aliaslive"}
+    assert granted(TOKEN_FUNCTION) == {"POST" + TOKEN_ROUTE}
+    # API Gateway checks `{model}` against the invoked path, hence the wildcard.
+    expected_relay = {r.method + re.sub(r"\{\w+\}", "*", r.path) for r in routes_for(HTTP_API, RELAY_FUNCTION)}
+    assert granted(RELAY_FUNCTION) == expected_relay | {"*"}
 
 
 def test_each_function_may_read_the_key_secret_and_no_other(resources: dict[str, Any]) -> None:
-    for function_name in ("TokenFunction", "ChatRelayFunction"):
+    for function_name in APP_FUNCTIONS:
         role = resources[f"{function_name}Role"]["Properties"]
-        assert role["ManagedPolicyArns"] == ["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]
+        # SAM adds the X-Ray write policy whenever Tracing is set, even to PassThrough: write-only.
+        assert role["ManagedPolicyArns"] == [
+            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+            "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+        ], function_name
         statements = []
         for policy in role["Policies"]:
             if "Fn::If" in policy:
@@ -221,14 +280,18 @@ def test_the_stack_creates_the_key_secret_only_without_an_existing_arn(sam: dict
 def test_the_relay_gives_up_on_upstream_before_its_function_and_api_gateway_do(
     sam: dict[str, Any], resources: dict[str, Any]
 ) -> None:
-    relay = resources["ChatRelayFunction"]["Properties"]
+    relay = resources[RELAY_FUNCTION]["Properties"]
     timeout = relay["Timeout"]
     upstream_bounds = _parameter_bounds(sam, relay["Environment"]["Variables"]["BEHEST_UPSTREAM_TIMEOUT"])
 
     assert timeout <= API_GATEWAY_HTTP_LIMIT_S
     assert all(upstream < timeout for upstream in upstream_bounds), (upstream_bounds, timeout)
-    integration = _api_body(resources)["paths"][CHAT_ROUTE]["post"]["x-amazon-apigateway-integration"]
-    assert timeout * 1000 < integration.get("timeoutInMillis", API_GATEWAY_HTTP_LIMIT_S * 1000) <= 30_000
+    body = _api_body(resources)
+    relay_operations = [body["paths"][r.path][r.method.lower()] for r in routes_for(HTTP_API, RELAY_FUNCTION)]
+    relay_operations.append(body["paths"]["/$default"]["x-amazon-apigateway-any-method"])
+    for operation in relay_operations:
+        integration = operation["x-amazon-apigateway-integration"]
+        assert timeout * 1000 < integration.get("timeoutInMillis", API_GATEWAY_HTTP_LIMIT_S * 1000) <= 30_000
 
 
 def test_the_mint_call_gives_up_before_the_token_function_does(sam: dict[str, Any], resources: dict[str, Any]) -> None:
@@ -241,14 +304,36 @@ def test_the_mint_call_gives_up_before_the_token_function_does(sam: dict[str, An
 
 def test_every_variable_the_code_reads_is_set_and_every_variable_set_is_read(resources: dict[str, Any]) -> None:
     read_by_code = {value for name, value in vars(names).items() if name.isupper() and name == value}
-    token = set(resources["TokenFunction"]["Properties"]["Environment"]["Variables"])
-    relay = set(resources["ChatRelayFunction"]["Properties"]["Environment"]["Variables"])
+    variables = {
+        name: resources[name]["Properties"]["Environment"]["Variables"] for name in APP_FUNCTIONS
+    }
+    token, relay, stream = (set(variables[name]) for name in APP_FUNCTIONS)
 
-    assert token - read_by_code == set()
-    assert relay - read_by_code == set()
+    for name, names_set in variables.items():
+        assert set(names_set) - read_by_code == set(), name
+        assert set(names_set) & SUPERSEDED_VARIABLES == set(), name
+        assert names_set["POWERTOOLS_SERVICE_NAME"] == SERVICE_NAMES[name], name
+        assert names_set["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}, name
+        assert names_set["POWERTOOLS_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}, name
     assert SHARED_VARIABLES <= token
-    assert SHARED_VARIABLES | RELAY_ONLY_VARIABLES <= relay
-    assert token & RELAY_ONLY_VARIABLES == set()
+    assert SHARED_VARIABLES | RELAY_POLICY_VARIABLES <= relay
+    assert SHARED_VARIABLES | RELAY_POLICY_VARIABLES <= stream
+    assert token & RELAY_POLICY_VARIABLES == set()
+
+
+def test_relay_policy_ceilings_apply_by_default_and_are_bounded(sam: dict[str, Any], resources: dict[str, Any]) -> None:
+    parameters = sam["Parameters"]
+    for function in (RELAY_FUNCTION, STREAM_FUNCTION):
+        variables = resources[function]["Properties"]["Environment"]["Variables"]
+        assert variables["BEHEST_MAX_TOKENS"] == {"Ref": "BehestMaxTokens"}, function
+        assert variables["BEHEST_MAX_N"] == {"Ref": "BehestMaxN"}, function
+
+    assert (parameters["BehestMaxTokens"]["Type"], parameters["BehestMaxTokens"]["Default"]) == ("Number", 4096)
+    assert (parameters["BehestMaxTokens"]["MinValue"], parameters["BehestMaxTokens"]["MaxValue"]) == (1, 10_000_000)
+    assert (parameters["BehestMaxN"]["Type"], parameters["BehestMaxN"]["Default"]) == ("Number", 4)
+    assert (parameters["BehestTierMin"]["Default"], parameters["BehestTierMax"]["Default"]) == (0, 100)
+    globals_ = sam["Globals"]["Function"]["Environment"]["Variables"]
+    assert (globals_["BEHEST_TIER_MIN"], globals_["BEHEST_TIER_MAX"]) == ({"Ref": "BehestTierMin"}, {"Ref": "BehestTierMax"})
 
 
 def test_cors_origins_come_from_the_allowed_origins_parameter(sam: dict[str, Any], resources: dict[str, Any]) -> None:
@@ -257,7 +342,8 @@ def test_cors_origins_come_from_the_allowed_origins_parameter(sam: dict[str, Any
     assert sam["Parameters"]["AllowedOrigins"]["Type"] == "CommaDelimitedList"
     assert cors["allowOrigins"] == {"Ref": "AllowedOrigins"}
     assert set(cors["allowHeaders"]) == {"authorization", "content-type", "x-session-id"}
-    assert set(cors["allowMethods"]) == {"POST", "OPTIONS"}
+    assert set(cors["allowMethods"]) == {"GET", "POST", "OPTIONS"}
+    assert {route.method for route in routes_for(HTTP_API)} <= set(cors["allowMethods"])
     assert set(cors["exposeHeaders"]) == {"x-session-id", "retry-after"}
     assert cors["maxAge"] > 0
     assert "allowCredentials" not in cors
@@ -276,59 +362,55 @@ def test_every_route_is_throttled_from_parameters_and_access_logged(resources: d
     assert "$context.requestId" in stage["AccessLogSettings"]["Format"]
 
 
-def test_each_function_logs_to_its_own_log_group_with_the_retention_parameter(
+def test_each_function_logs_json_to_its_own_log_group_with_the_retention_parameter(
     sam: dict[str, Any], resources: dict[str, Any]
 ) -> None:
     groups = set()
-    for name, function in _of_type(resources, "AWS::Lambda::Function").items():
-        group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    for name, function in _app_functions(resources).items():
+        logging = function["Properties"]["LoggingConfig"]
+        group = logging["LogGroup"]["Ref"]
         assert resources[group]["Type"] == "AWS::Logs::LogGroup", name
+        # JSON, so that Lambda stores Powertools' JSON lines as they are and filters them by level.
+        assert logging["LogFormat"] == "JSON", name
+        assert logging["ApplicationLogLevel"] == {"Fn::FindInMap": ["LambdaLogLevels", {"Ref": "LogLevel"}, "Application"]}
+        assert logging["SystemLogLevel"] == "INFO", name
         groups.add(group)
     groups.add("ApiAccessLogGroup")
 
-    assert len(groups) == 4
+    assert groups == {"TokenLogGroup", "RelayLogGroup", "StreamLogGroup", "ApiAccessLogGroup"}
     for group in groups:
         assert resources[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}, group
     assert sam["Parameters"]["LogRetentionInDays"]["Default"] == 30
 
 
-def test_the_secrets_extension_layer_is_attached_only_when_its_arn_is_given(
-    sam: dict[str, Any], resources: dict[str, Any]
-) -> None:
-    parameter = sam["Parameters"]["SecretsExtensionLayerArn"]
-    assert parameter["Default"] == ""
-    assert "boto3" in parameter["Description"]
-    assert sam["Conditions"]["UseSecretsExtension"] == {
-        "Fn::Not": [{"Fn::Equals": [{"Ref": "SecretsExtensionLayerArn"}, ""]}]
-    }
+def test_every_log_level_maps_to_a_level_lambda_accepts(sam: dict[str, Any]) -> None:
+    lambda_levels = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"}
+    mapping = sam["Mappings"]["LambdaLogLevels"]
 
-    for name, function in _of_type(resources, "AWS::Lambda::Function").items():
-        properties = function["Properties"]
-        assert properties["Layers"] == {
-            "Fn::If": ["UseSecretsExtension", [{"Ref": "SecretsExtensionLayerArn"}], {"Ref": "AWS::NoValue"}]
-        }, name
-        assert properties["Environment"]["Variables"]["BEHEST_SECRETS_EXTENSION"] == {
-            "Fn::If": ["UseSecretsExtension", "on", "off"]
-        }, name
+    assert set(mapping) == set(sam["Parameters"]["LogLevel"]["AllowedValues"])
+    assert {row["Application"] for row in mapping.values()} <= lambda_levels
+    assert mapping["WARNING"] == {"Application": "WARN"}
 
 
 def test_outputs_give_the_urls_secret_and_functions_a_client_needs(cfn: dict[str, Any]) -> None:
     outputs = {name: output["Value"] for name, output in cfn["Outputs"].items()}
     api_url = outputs["ApiUrl"]["Fn::Sub"]
-    chat_base_path = outputs["ChatCompletionsBaseUrl"]["Fn::Sub"].removeprefix(api_url)
+    base_path = outputs["OpenAIBaseUrl"]["Fn::Sub"].removeprefix(api_url)
 
     assert outputs.keys() >= {
-        "ApiUrl", "TokenEndpoint", "ChatCompletionsBaseUrl", "KeySecretArn",
-        "TokenFunctionName", "TokenFunctionArn", "ChatRelayFunctionName", "ChatRelayFunctionArn",
+        "ApiUrl", "TokenEndpoint", "OpenAIBaseUrl", "StreamBaseUrl", "KeySecretArn", "SecretsReadPath",
+        "TokenFunctionName", "TokenFunctionArn", "RelayFunctionName", "RelayFunctionArn", "StreamFunctionName",
+        "DashboardUrl",
     }
     assert api_url.startswith("https://${BehestApi}.execute-api.")
     assert outputs["TokenEndpoint"] == {"Fn::Sub": api_url + TOKEN_ROUTE}
-    assert chat_base_path == "/v1"
-    # An OpenAI SDK appends /chat/completions to its base_url.
-    assert chat_base_path + "/chat/completions" in _api_body(cfn["Resources"])["paths"]
+    assert base_path == "/v1"
+    # An OpenAI SDK appends /chat/completions, /models … to its base_url.
+    assert all(r.path.startswith(base_path + "/") for r in routes_for(HTTP_API, RELAY_FUNCTION))
+    assert outputs["StreamBaseUrl"] == {"Fn::Sub": "${StreamFunctionUrl.FunctionUrl}v1"}
     assert outputs["KeySecretArn"] == SECRET_ARN
-    assert outputs["TokenFunctionArn"] == {"Fn::GetAtt": ["TokenFunction", "Arn"]}
-    assert outputs["ChatRelayFunctionArn"] == {"Fn::GetAtt": ["ChatRelayFunction", "Arn"]}
+    assert outputs["TokenFunctionArn"] == {"Fn::GetAtt": [TOKEN_FUNCTION, "Arn"]}
+    assert outputs["RelayFunctionArn"] == {"Fn::GetAtt": [RELAY_FUNCTION, "Arn"]}
 
 
 def test_every_parameter_is_described_and_its_default_is_allowed(sam: dict[str, Any]) -> None:
@@ -347,6 +429,13 @@ def test_every_parameter_is_described_and_its_default_is_allowed(sam: dict[str, 
             assert float(default) <= float(parameter["MaxValue"]), name
 
 
+def test_every_parameter_appears_in_the_console_groups(sam: dict[str, Any]) -> None:
+    groups = sam["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    grouped = [name for group in groups for name in group["Parameters"]]
+
+    assert sorted(grouped) == sorted(sam["Parameters"])
+
+
 def test_the_streaming_function_is_a_public_streaming_function_url_that_checks_tokens_itself(
     sam: dict[str, Any], resources: dict[str, Any]
 ) -> None:
@@ -354,13 +443,15 @@ def test_the_streaming_function_is_a_public_streaming_function_url_that_checks_t
     assert len(url) == 1
     config = next(iter(url.values()))["Properties"]
     assert (config["AuthType"], config["InvokeMode"]) == ("NONE", "RESPONSE_STREAM")
+    assert config["TargetFunctionArn"] == {"Ref": STREAM_FUNCTION}
     assert config["Cors"]["AllowOrigins"] == {"Ref": "AllowedOrigins"}
+    assert set(config["Cors"]["AllowMethods"]) == {route.method for route in routes_for("function_url")}
 
     public = [p["Properties"] for p in _of_type(resources, "AWS::Lambda::Permission").values()
               if "SourceArn" not in p["Properties"]]
-    assert public and all(p["FunctionName"] == {"Ref": "ChatStreamFunction"} for p in public)
+    assert public and all(p["FunctionName"] == {"Ref": STREAM_FUNCTION} for p in public)
 
-    stream = sam["Resources"]["ChatStreamFunction"]["Properties"]
+    stream = sam["Resources"][STREAM_FUNCTION]["Properties"]
     env = stream["Environment"]["Variables"]
     assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/var/task/stream-bootstrap"
     assert env["BEHEST_CALLER_ISSUER"] == {"Ref": "AuthJwtIssuer"}
