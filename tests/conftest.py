@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Callable, Iterator
 
 import pytest
 
-from behest_lambda.telemetry import Telemetry
+from behest_lambda.telemetry import _Output
 from tests.figures import ARTIFACT, FigureBook, Figures
 from tests.log_hygiene import LeakScanner
 from tests.support import CapturedTelemetry, FakeContext, load_event
@@ -59,17 +58,17 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 @pytest.fixture(scope="session", autouse=True)
 def log_hygiene(request: pytest.FixtureRequest) -> Iterator[LeakScanner]:
-    """Every Telemetry line of the session (and all captured output) is scanned; any secret fails the run."""
+    """Every line the functions write (their logs, library loggers' and metrics, and all captured output) is scanned."""
     scanner = SCANNER
-    original = Telemetry._write
+    original = _Output.write
 
-    def scanned_write(self: Telemetry, record: dict[str, Any]) -> None:
-        scanner.scan(json.dumps(record, default=str, separators=(",", ":")), os.environ.get("PYTEST_CURRENT_TEST", "-"))
-        original(self, record)
+    def scanned_write(self: _Output, text: str) -> int:
+        scanner.scan(text, os.environ.get("PYTEST_CURRENT_TEST", "-"))
+        return original(self, text)
 
-    Telemetry._write = scanned_write  # type: ignore[method-assign]
+    _Output.write = scanned_write  # type: ignore[method-assign]
     yield scanner
-    Telemetry._write = original  # type: ignore[method-assign]
+    _Output.write = original  # type: ignore[method-assign]
     request.config.stash[BOOK].add(
         "Log hygiene (whole session)",
         f"{scanner.lines} log and output lines scanned; leaks: {len(scanner.leaks)} "

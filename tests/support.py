@@ -60,7 +60,7 @@ class CapturedTelemetry(Telemetry):
 
     def __init__(self, service: str = "test") -> None:
         self.buffer = io.StringIO()
-        super().__init__(service, level="DEBUG", stream=self.buffer)
+        super().__init__(service, level="DEBUG", stream=self.buffer, environ={})
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -70,7 +70,8 @@ class CapturedTelemetry(Telemetry):
         return [r for r in self.records if "_aws" not in r]
 
     def metrics(self) -> list[str]:
-        return [r["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"] for r in self.records if "_aws" in r]
+        """The names of the metrics written so far, one entry per record they appear in."""
+        return [m["Name"] for r in self.records if "_aws" in r for m in r["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
 
     def text(self) -> str:
         return self.buffer.getvalue()

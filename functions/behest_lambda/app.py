@@ -212,13 +212,16 @@ def buffered_stream(events: Iterator[bytes]) -> tuple[bytes, Optional[BehestLamb
 Handler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 
 
-def entry_point(function: str, service_name: str) -> Handler:
+Builder = Callable[[str, Telemetry], Service]
+
+
+def entry_point(function: str, service_name: str, *, telemetry: Optional[Telemetry] = None,
+                build: Optional[Builder] = None) -> Handler:
     """A Lambda handler (HTTP API) that builds its Service on first use, so a configuration error is answered.
 
     Nothing is built at import, so a SnapStart snapshot holds no key, id or connection; after a
     restore the service is dropped anyway, in case an invocation ran before the snapshot.
     """
-    telemetry: Optional[Telemetry] = None
     service: Optional[Service] = None
 
     def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
@@ -228,7 +231,7 @@ def entry_point(function: str, service_name: str) -> Handler:
         telemetry.start_invocation(context)
         if service is None:
             try:
-                service = Service.from_env(function, telemetry)
+                service = (build or Service.from_env)(function, telemetry)
             except ConfigurationError as e:
                 return refuse_unconfigured(telemetry, e)
         return service.handle(event)

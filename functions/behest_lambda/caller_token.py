@@ -152,13 +152,11 @@ class CallerTokenVerifier:
         keys: JwksCache,
         *,
         leeway: float = CLOCK_LEEWAY_SECONDS,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.issuer = issuer
         self.audiences = frozenset(audiences)
         self._keys = keys
         self._leeway = leeway
-        self._clock = clock
 
     @classmethod
     def from_settings(cls, settings: CallerSettings, telemetry: Optional[Telemetry] = None) -> CallerTokenVerifier:
@@ -192,6 +190,8 @@ class CallerTokenVerifier:
                 token, key, algorithms=[ALGORITHM], issuer=self.issuer, leeway=self._leeway,
                 options={"require": ["exp", "iss"], "verify_aud": False, "verify_iat": True},
             )
+        except jwt.MissingRequiredClaimError as e:
+            raise _refused("it has no expiry" if e.claim == "exp" else "it was issued by another issuer") from None
         except jwt.ExpiredSignatureError:
             raise _refused("it has expired") from None
         except jwt.ImmatureSignatureError:
@@ -202,6 +202,7 @@ class CallerTokenVerifier:
             raise _refused("its signature does not verify") from None
         except _MALFORMED as e:
             raise _refused(f"its claims are malformed ({type(e).__name__})") from None
+        _check_times(claims)
         self._check_audience(claims)
         return claims
 
@@ -211,6 +212,14 @@ class CallerTokenVerifier:
         values = [audience] if isinstance(audience, str) else audience
         if not isinstance(values, list) or not any(isinstance(v, str) and v in self.audiences for v in values):
             raise _refused("it is meant for another audience")
+
+
+def _check_times(claims: dict[str, Any]) -> None:
+    # PyJWT reads "exp": "1900000000" as a number; a signed token that writes its times as text is refused anyway.
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if (name == "exp" or value is not None) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise _refused("it has no expiry" if name == "exp" else f"its {name} is not a number")
 
 
 def _refused(reason: str) -> UnauthenticatedError:

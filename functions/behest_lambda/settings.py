@@ -123,8 +123,9 @@ class _Reader:
 
     def url(self, name: str, default: Optional[str] = None) -> Optional[str]:
         value = self.text(name, default)
-        if value is not None and not value.startswith(("https://", "http://")):
-            self.problems.append(f"{name} must be an http(s) URL (got {value[:100]!r})")
+        problem = f"{name} must be an http(s) URL (got {(value or '')[:100]!r})"
+        if value is not None and not value.startswith(("https://", "http://")) and problem not in self.problems:
+            self.problems.append(problem)  # BEHEST_BASE_URL is read by two groups: said once
         return value
 
     def names(self, name: str) -> tuple[str, ...]:

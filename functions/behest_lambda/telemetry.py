@@ -52,13 +52,14 @@ class _OwnLogger(Logger):
 class Telemetry:
     """JSON logs and EMF metrics for one function (tests pass a `stream` to read them back)."""
 
-    def __init__(self, service: str, *, stream: Optional[IO[str]] = None,
+    def __init__(self, service: str, *, stream: Optional[IO[str]] = None, level: Optional[str] = None,
                  environ: Optional[Mapping[str, str]] = None) -> None:
         env = os.environ if environ is None else environ
         self.service = env.get(names.POWERTOOLS_SERVICE_NAME) or service
         self.namespace = env.get(names.POWERTOOLS_METRICS_NAMESPACE) or env.get(names.METRICS_NAMESPACE) or DEFAULT_NAMESPACE
         # Powertools reads POWERTOOLS_LOG_LEVEL (and Lambda's AWS_LAMBDA_LOG_LEVEL) itself; LOG_LEVEL is the older name.
-        level = None if env.get(names.POWERTOOLS_LOG_LEVEL) else (env.get(names.LOG_LEVEL) or None)
+        if level is None and not env.get(names.POWERTOOLS_LOG_LEVEL):
+            level = env.get(names.LOG_LEVEL) or None
         self._output = _Output(stream)
         logger_class = Logger if stream is None else _OwnLogger
         self.logger = logger_class(service=self.service, level=level, stream=self._output)  # type: ignore[arg-type]

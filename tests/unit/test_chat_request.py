@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 import pytest
 
+from behest_lambda.app import buffered_stream
 from behest_lambda.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
 from behest_lambda.identity import Identity
-from behest_lambda.relay import ChatRequest, buffered_stream, chat_request
+from behest_lambda.relay import UpstreamCall, chat_call, relayed_events
+from behest_lambda.request import Request
 from behest_lambda.settings import Settings
+from behest_lambda.usage import UsageMeter
 
 USER = Identity(user_id="user-42")
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -19,8 +23,10 @@ def settings(**env: str) -> Settings:
     return Settings.from_env({"BEHEST_KEY": "behest_sk_live_x", **env})
 
 
-def request(body: Optional[dict[str, Any]], session: Optional[str] = None, **env: str) -> ChatRequest:
-    return chat_request(body, USER, settings(**env), session)
+def request(body: Optional[dict[str, Any]], session: Optional[str] = None, **env: str) -> UpstreamCall:
+    headers = {"x-session-id": session} if session is not None else {}
+    data = b"" if body is None else json.dumps(body).encode()
+    return chat_call(Request("POST", "/v1/chat/completions", headers, {}, data, "req-1"), USER, settings(**env).relay)
 
 
 def test_the_user_field_is_always_the_verified_user() -> None:
@@ -98,8 +104,10 @@ def test_a_buffered_stream_that_breaks_drops_the_torn_event_and_ends_with_an_err
         yield b'data: {"torn'
         raise UpstreamError("Behest's stream broke off")
 
-    joined = buffered_stream(chunks())
+    joined, failure = buffered_stream(relayed_events(chunks(), UsageMeter("chat", "user-42", None, None, None, True),
+                                                     drop_usage_chunk=False))
 
+    assert isinstance(failure, UpstreamError)
     assert joined.startswith(b'data: {"a":1}\n\ndata: {"error":')
     assert b"torn" not in joined
     assert b"broke off" in joined
@@ -112,3 +120,26 @@ def test_a_buffered_stream_that_fails_before_any_byte_raises() -> None:
 
     with pytest.raises(UpstreamTimeoutError):
         buffered_stream(chunks())
+
+
+def test_n_above_the_ceiling_is_refused_and_within_it_passes() -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        request({"messages": MESSAGES, "n": 128})
+
+    assert caught.value.code == "n_too_large"
+    assert request({"messages": MESSAGES, "n": 2}).body["n"] == 2
+    with pytest.raises(InvalidRequestError):
+        request({"messages": MESSAGES, "n": 3}, BEHEST_MAX_N="2")
+
+
+def test_without_configuration_max_tokens_is_still_held_to_the_default_ceiling() -> None:
+    assert request({"messages": MESSAGES, "max_tokens": 10**9}).body["max_tokens"] == 4096
+    assert request({"messages": MESSAGES}).body["max_tokens"] == 4096
+
+
+def test_a_stream_always_asks_behest_for_usage_and_remembers_whether_the_client_did() -> None:
+    plain = request({"messages": MESSAGES, "stream": True})
+    asked = request({"messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}})
+
+    assert plain.body["stream_options"] == {"include_usage": True} and plain.client_wants_usage is False
+    assert asked.body["stream_options"] == {"include_usage": True} and asked.client_wants_usage is True

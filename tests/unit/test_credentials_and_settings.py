@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from behest_lambda.credentials import API_KEY, SIGN, credentials_from, detect_mode
+from behest_lambda.credentials import API_KEY, SIGN, ApiKey, credentials_from, detect_mode
 from behest_lambda.errors import ConfigurationError
 from behest_lambda.settings import Settings
 from tests.support import KID, PROJECT_ID, TENANT_ID, key_pem, private_key
@@ -63,7 +63,8 @@ def test_a_json_secret_wins_over_environment_ids() -> None:
 def test_a_json_secret_may_carry_an_api_key() -> None:
     credentials = credentials_from(json.dumps({"BEHEST_KEY": "behest_sk_live_x"}), {})
 
-    assert (credentials.mode, credentials.api_key, credentials.signing_key) == (API_KEY, "behest_sk_live_x", None)
+    assert isinstance(credentials, ApiKey)
+    assert (credentials.mode, credentials.value) == (API_KEY, "behest_sk_live_x")
 
 
 def test_sign_mode_names_all_missing_ids_at_once() -> None:
@@ -127,13 +128,16 @@ def test_a_non_rsa_or_short_key_is_refused() -> None:
 def test_settings_defaults_follow_the_sdk_names() -> None:
     settings = Settings.from_env({"BEHEST_KEY": "behest_sk_live_x"})
 
-    assert settings.base_url == "https://api.behest.ai"
-    assert (settings.issuer, settings.audience, settings.user_claim) == ("https://api.behest.ai", "behest", "sub")
-    assert (settings.default_ttl, settings.max_ttl, settings.default_tier) == (900, 3600, None)
+    assert settings.mint.base_url == settings.relay.base_url == "https://api.behest.ai"
+    assert (settings.mint.issuer, settings.mint.audience, settings.identity.user_claim) == (
+        "https://api.behest.ai", "behest", "sub")
+    assert (settings.mint.default_ttl, settings.mint.max_ttl, settings.identity.default_tier) == (900, 3600, None)
+    assert (settings.relay.max_tokens, settings.relay.max_n) == (4096, 4)
+    assert (settings.identity.tier_min, settings.identity.tier_max) == (0, 100)
 
 
 def test_the_deprecated_api_key_alias_still_works() -> None:
-    assert Settings.from_env({"BEHEST_API_KEY": "behest_sk_live_x"}).behest_key == "behest_sk_live_x"
+    assert Settings.from_env({"BEHEST_API_KEY": "behest_sk_live_x"}).key.behest_key == "behest_sk_live_x"
 
 
 def test_settings_report_every_bad_variable_by_name_at_once() -> None:

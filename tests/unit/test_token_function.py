@@ -9,9 +9,10 @@ from typing import Any
 import jwt
 import pytest
 
-from behest_lambda import apigw, token_handler
+from behest_lambda import token_handler
+from behest_lambda.app import Service, entry_point
+from behest_lambda.routes import TOKEN_FUNCTION
 from behest_lambda.telemetry import Telemetry
-from behest_lambda.token_handler import TokenFunction
 from tests.support import (
     AUDIENCE,
     ISSUER,
@@ -43,11 +44,11 @@ def verify(token: str, key_name: str = "tenant") -> dict[str, Any]:
 
 
 @pytest.fixture
-def function(telemetry: CapturedTelemetry) -> TokenFunction:
-    return TokenFunction.from_env(telemetry, sign_env())
+def function(telemetry: CapturedTelemetry) -> Service:
+    return Service.from_env(TOKEN_FUNCTION, telemetry, sign_env())
 
 
-def test_a_verified_user_gets_a_token_that_verifies_with_the_tenant_public_key(function: TokenFunction) -> None:
+def test_a_verified_user_gets_a_token_that_verifies_with_the_tenant_public_key(function: Service) -> None:
     response = function.handle(load_event("token_mint"))
 
     assert response["statusCode"] == 200
@@ -61,7 +62,7 @@ def test_a_verified_user_gets_a_token_that_verifies_with_the_tenant_public_key(f
     assert answer["ttl"] == 600
 
 
-def test_the_token_has_exactly_the_protocol_header_and_claims_in_order(function: TokenFunction) -> None:
+def test_the_token_has_exactly_the_protocol_header_and_claims_in_order(function: Service) -> None:
     token = body_of(function.handle(load_event("token_mint")))["token"]
 
     header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
@@ -72,14 +73,14 @@ def test_the_token_has_exactly_the_protocol_header_and_claims_in_order(function:
     assert payload["iat"] == payload["nbf"] == payload["exp"] - 600
 
 
-def test_each_token_gets_a_fresh_jti_and_a_fresh_session(function: TokenFunction) -> None:
+def test_each_token_gets_a_fresh_jti_and_a_fresh_session(function: Service) -> None:
     tokens = [verify(body_of(function.handle(load_event("token_mint")))["token"]) for _ in range(20)]
 
     assert len({t["jti"] for t in tokens}) == 20
     assert len({t["sid"] for t in tokens}) == 20
 
 
-def test_identity_in_body_query_or_headers_is_ignored(function: TokenFunction) -> None:
+def test_identity_in_body_query_or_headers_is_ignored(function: Service) -> None:
     answer = body_of(function.handle(load_event("token_spoofed_identity")))
 
     claims = verify(answer["token"])
@@ -87,7 +88,7 @@ def test_identity_in_body_query_or_headers_is_ignored(function: TokenFunction) -
     assert "tier" not in claims
 
 
-def test_no_authorizer_claims_is_refused_with_401_even_with_an_authorization_header(function: TokenFunction) -> None:
+def test_no_authorizer_claims_is_refused_with_401_even_with_an_authorization_header(function: Service) -> None:
     event = load_event("token_no_identity")
     event["headers"]["authorization"] = "Bearer something"
     event["body"] = json.dumps({"userId": "user-42"})
@@ -99,7 +100,7 @@ def test_no_authorizer_claims_is_refused_with_401_even_with_an_authorization_hea
 
 
 @pytest.mark.parametrize("claims", [{}, {"email": "x@example.com"}, {"sub": ""}, {"sub": "x" * 300}, {"sub": ["a"]}])
-def test_claims_without_a_usable_user_id_are_refused_with_401(function: TokenFunction, claims: dict[str, Any]) -> None:
+def test_claims_without_a_usable_user_id_are_refused_with_401(function: Service, claims: dict[str, Any]) -> None:
     event = load_event("token_mint")
     event["requestContext"]["authorizer"]["jwt"]["claims"] = claims
 
@@ -107,8 +108,9 @@ def test_claims_without_a_usable_user_id_are_refused_with_401(function: TokenFun
 
 
 def test_the_user_claim_and_tier_claim_are_configurable(telemetry: CapturedTelemetry) -> None:
-    function = TokenFunction.from_env(
-        telemetry, sign_env(BEHEST_USER_CLAIM="email", BEHEST_TIER_CLAIM="plan", BEHEST_TIER_MAP="free=1,pro=3")
+    function = Service.from_env(
+        TOKEN_FUNCTION, telemetry,
+        sign_env(BEHEST_USER_CLAIM="email", BEHEST_TIER_CLAIM="plan", BEHEST_TIER_MAP="free=1,pro=3"),
     )
 
     claims = verify(body_of(function.handle(load_event("token_mint")))["token"])
@@ -122,7 +124,7 @@ def test_the_user_claim_and_tier_claim_are_configurable(telemetry: CapturedTelem
 def test_a_numeric_tier_claim_is_used_and_anything_else_falls_back_to_behest_tier(
     telemetry: CapturedTelemetry, plan: Any, expected: int
 ) -> None:
-    function = TokenFunction.from_env(telemetry, sign_env(BEHEST_TIER_CLAIM="plan", BEHEST_TIER="7"))
+    function = Service.from_env(TOKEN_FUNCTION, telemetry, sign_env(BEHEST_TIER_CLAIM="plan", BEHEST_TIER="7"))
     event = load_event("token_mint")
     event["requestContext"]["authorizer"]["jwt"]["claims"]["plan"] = plan
 
@@ -131,7 +133,7 @@ def test_a_numeric_tier_claim_is_used_and_anything_else_falls_back_to_behest_tie
 
 @pytest.mark.parametrize(("asked", "granted"), [(1, 60), (59, 60), (60, 60), (1800, 1800), (10**9, 3600), (-5, 60)])
 def test_the_requested_ttl_is_clamped_between_60_seconds_and_the_maximum(
-    function: TokenFunction, asked: int, granted: int
+    function: Service, asked: int, granted: int
 ) -> None:
     event = load_event("token_mint")
     event["body"] = json.dumps({"ttl": asked})
@@ -143,7 +145,7 @@ def test_the_requested_ttl_is_clamped_between_60_seconds_and_the_maximum(
     assert claims["exp"] - claims["iat"] == granted
 
 
-def test_an_empty_or_absent_body_mints_with_the_default_ttl(function: TokenFunction) -> None:
+def test_an_empty_or_absent_body_mints_with_the_default_ttl(function: Service) -> None:
     for body in (None, "", "   "):
         event = load_event("token_mint")
         event["body"] = body
@@ -151,7 +153,7 @@ def test_an_empty_or_absent_body_mints_with_the_default_ttl(function: TokenFunct
         assert answer["ttl"] == 900
 
 
-def test_a_valid_session_id_is_continued(function: TokenFunction) -> None:
+def test_a_valid_session_id_is_continued(function: Service) -> None:
     event = load_event("token_mint")
     event["body"] = json.dumps({"sessionId": "sess_2026-11-21:abc.1"})
 
@@ -178,7 +180,7 @@ def test_a_valid_session_id_is_continued(function: TokenFunction) -> None:
         "[" * 100_000 + "]" * 100_000,
     ],
 )
-def test_malformed_bodies_get_a_400_with_a_clear_message(function: TokenFunction, body: str) -> None:
+def test_malformed_bodies_get_a_400_with_a_clear_message(function: Service, body: str) -> None:
     event = load_event("token_mint")
     event["body"] = body
 
@@ -190,11 +192,11 @@ def test_malformed_bodies_get_a_400_with_a_clear_message(function: TokenFunction
     assert error["message"]
 
 
-def test_the_sample_bad_body_event_gets_a_400(function: TokenFunction) -> None:
+def test_the_sample_bad_body_event_gets_a_400(function: Service) -> None:
     assert function.handle(load_event("token_bad_body"))["statusCode"] == 400
 
 
-def test_a_base64_encoded_body_is_decoded(function: TokenFunction) -> None:
+def test_a_base64_encoded_body_is_decoded(function: Service) -> None:
     event = load_event("token_mint")
     event["body"] = base64.b64encode(b'{"ttl": 120}').decode()
     event["isBase64Encoded"] = True
@@ -202,7 +204,7 @@ def test_a_base64_encoded_body_is_decoded(function: TokenFunction) -> None:
     assert body_of(function.handle(event))["ttl"] == 120
 
 
-def test_invalid_base64_or_invalid_utf8_bodies_get_a_400(function: TokenFunction) -> None:
+def test_invalid_base64_or_invalid_utf8_bodies_get_a_400(function: Service) -> None:
     for body in ("***", base64.b64encode(b'{"ttl": "\xff"}').decode()):
         event = load_event("token_mint")
         event["body"] = body
@@ -211,7 +213,7 @@ def test_invalid_base64_or_invalid_utf8_bodies_get_a_400(function: TokenFunction
 
 
 def test_an_oversized_body_gets_a_413(telemetry: CapturedTelemetry) -> None:
-    function = TokenFunction.from_env(telemetry, sign_env(BEHEST_MAX_BODY_BYTES="2048"))
+    function = Service.from_env(TOKEN_FUNCTION, telemetry, sign_env(BEHEST_MAX_BODY_BYTES="2048"))
     event = load_event("token_mint")
     event["body"] = json.dumps({"ttl": 60, "pad": "x" * 3000})
 
@@ -222,7 +224,7 @@ def test_an_oversized_body_gets_a_413(telemetry: CapturedTelemetry) -> None:
 
 
 @pytest.mark.parametrize("verb", ["GET", "PUT", "DELETE"])
-def test_other_methods_get_a_405_with_allow_post(function: TokenFunction, verb: str) -> None:
+def test_other_methods_get_a_405_with_allow_post(function: Service, verb: str) -> None:
     event = load_event("token_mint")
     event["requestContext"]["http"]["method"] = verb
 
@@ -233,7 +235,7 @@ def test_other_methods_get_a_405_with_allow_post(function: TokenFunction, verb: 
 
 
 def test_sign_mode_without_its_ids_names_every_missing_variable(telemetry: CapturedTelemetry) -> None:
-    function = TokenFunction.from_env(telemetry, sign_env(BEHEST_KID=None, BEHEST_PROJECT_ID=None))
+    function = Service.from_env(TOKEN_FUNCTION, telemetry, sign_env(BEHEST_KID=None, BEHEST_PROJECT_ID=None))
 
     response = function.handle(load_event("token_mint"))
 
@@ -248,7 +250,7 @@ def test_the_lambda_handler_answers_a_configuration_error_as_json_naming_the_var
 ) -> None:
     for name in ("BEHEST_KEY", "BEHEST_API_KEY", "BEHEST_KEY_SECRET_ID"):
         monkeypatch.delenv(name, raising=False)
-    handler = apigw.entry_point(TokenFunction.from_env, CapturedTelemetry())
+    handler = entry_point(TOKEN_FUNCTION, "behest-token", telemetry=CapturedTelemetry())
 
     response = handler(load_event("token_mint"), FakeContext())
 
@@ -256,14 +258,14 @@ def test_the_lambda_handler_answers_a_configuration_error_as_json_naming_the_var
     assert "BEHEST_KEY" in body_of(response)["error"]["message"]
 
 
-def counting_builder(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[TokenFunction]]:
+def counting_builder(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[Service]]:
     """A route builder reading a sign-mode environment, and the list of what it built."""
     for name, value in sign_env().items():
         monkeypatch.setenv(name, value)
-    builds: list[TokenFunction] = []
+    builds: list[Service] = []
 
-    def build(telemetry: Telemetry) -> TokenFunction:
-        builds.append(TokenFunction.from_env(telemetry))
+    def build(function: str, telemetry: Telemetry) -> Service:
+        builds.append(Service.from_env(function, telemetry))
         return builds[-1]
 
     return build, builds
@@ -272,7 +274,7 @@ def counting_builder(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[TokenFu
 def test_the_lambda_handler_builds_once_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     build, builds = counting_builder(monkeypatch)
 
-    handler = apigw.entry_point(build, CapturedTelemetry())
+    handler = entry_point(TOKEN_FUNCTION, "behest-token", telemetry=CapturedTelemetry(), build=build)
     first = handler(load_event("token_mint"), FakeContext())
     second = handler(load_event("token_mint"), FakeContext())
 
@@ -292,7 +294,7 @@ def test_the_deployed_handler_serves_a_mint(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_logs_carry_the_request_id_and_a_metric_but_never_the_token_or_key(
-    function: TokenFunction, telemetry: CapturedTelemetry
+    function: Service, telemetry: CapturedTelemetry
 ) -> None:
     telemetry.start_invocation(FakeContext())
     token = body_of(function.handle(load_event("token_mint")))["token"]
@@ -300,7 +302,8 @@ def test_logs_carry_the_request_id_and_a_metric_but_never_the_token_or_key(
 
     logs = telemetry.logs()
     assert [r["message"] for r in logs] == ["token minted", "request refused"]
-    assert all(r["request_id"] == "req-test-0001" for r in logs)
+    assert all(r["function_request_id"] == "req-test-0001" for r in logs)
+    assert all(r["correlation_id"] == load_event("token_mint")["requestContext"]["requestId"] for r in logs)
     assert telemetry.metrics() == ["TokenMinted", "RequestRefused"]
     text = telemetry.text()
     assert token not in text and token.split(".")[2] not in text
@@ -308,7 +311,7 @@ def test_logs_carry_the_request_id_and_a_metric_but_never_the_token_or_key(
 
 
 @pytest.mark.parametrize("body", ['{"ttl": NaN}', '{"ttl": Infinity}', '{"ttl": -Infinity}', '{"ttl": 1e400}'])
-def test_non_standard_json_numbers_get_a_400(function: TokenFunction, body: str) -> None:
+def test_non_standard_json_numbers_get_a_400(function: Service, body: str) -> None:
     event = load_event("token_mint")
     event["body"] = body
 
@@ -328,7 +331,7 @@ def test_a_snapstart_restore_drops_the_built_route_so_keys_and_ids_are_fetched_a
     build, builds = counting_builder(monkeypatch)
 
     telemetry = CapturedTelemetry()
-    handler = apigw.entry_point(build, telemetry)
+    handler = entry_point(TOKEN_FUNCTION, "behest-token", telemetry=telemetry, build=build)
     handler(load_event("token_mint"), FakeContext())
     for hook in hooks:
         hook()
