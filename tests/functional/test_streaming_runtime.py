@@ -24,7 +24,7 @@ import openai
 import pytest
 
 from behest_lambda.errors import UpstreamError
-from behest_lambda.relay import sse_error_event
+from behest_lambda.relay import sse_error_event, sse_events
 from behest_lambda.stream_handler import AnswerBody, StreamFunction
 from behest_lambda.stream_runtime import RuntimeApi, serve
 from devstack.behest_standin import Fault, StandinGateway
@@ -152,8 +152,10 @@ def test_tokens_reach_the_runtime_api_before_behest_has_finished(runtime: Runtim
                                                                  identity_provider: LocalIdentityProvider,
                                                                  standin: StandinGateway) -> None:
     standin.chunk_delay = PACING
+    # With usage asked for, the relay passes on every event Behest sends (it drops the usage-only one otherwise).
+    body = {"model": "m", "stream": True, "stream_options": {"include_usage": True}, "messages": HI}
 
-    response = invoke(emulator, chat_event(identity_provider))
+    response = invoke(emulator, chat_event(identity_provider, body))
 
     sent = [event for event in standin.events if event.kind == "chunk_sent"]
     data_chunks = response.chunks[1:]
@@ -301,11 +303,12 @@ def test_a_caller_without_a_valid_identity_token_gets_a_401_and_behest_sees_noth
     assert not standin.requests
 
 
-@pytest.mark.parametrize(("path", "method", "status"), [("/v1/models", "GET", 404), ("/", "POST", 404),
+@pytest.mark.parametrize(("path", "method", "status"), [("/v1/files", "POST", 404), ("/", "POST", 404),
                                                         ("/v1/chat/completions", "GET", 405)])
-def test_only_post_chat_completions_is_routed(runtime: RuntimeProcess, emulator: RuntimeEmulator,
-                                              identity_provider: LocalIdentityProvider, standin: StandinGateway,
-                                              path: str, method: str, status: int) -> None:
+def test_a_path_or_method_the_function_url_does_not_route_is_refused_before_behest(
+    runtime: RuntimeProcess, emulator: RuntimeEmulator, identity_provider: LocalIdentityProvider,
+    standin: StandinGateway, path: str, method: str, status: int,
+) -> None:
     event = chat_event(identity_provider, rawPath=path)
     event["requestContext"]["http"].update(method=method, path=path)
 
@@ -405,11 +408,12 @@ def test_a_half_received_event_is_dropped_before_the_error_event() -> None:
         yield b'ta: {"n": 3}\n\ndata: {"n"'
         raise UpstreamError("Behest's stream broke off (ConnectionResetError)")
 
-    body = AnswerBody(upstream(), sse=True)
+    # As the relay hands Behest's stream to the body: whole events, split as they complete.
+    body = AnswerBody((event for event, _ in sse_events(upstream())), sse=True)
 
     parts = list(body)
 
-    assert parts[:2] == [b'data: {"n": 1}\n\ndata: {"n": 2}\n\n', b'data: {"n": 3}\n\n']
+    assert parts[:3] == [b'data: {"n": 1}\n\n', b'data: {"n": 2}\n\n', b'data: {"n": 3}\n\n']
     assert sse_data(b"".join(parts)) == [{"n": 1}, {"n": 2}, {"n": 3},
                                          {"error": {"message": "Behest's stream broke off (ConnectionResetError)",
                                                     "type": "server_error", "code": "upstream_error"}}]
@@ -510,6 +514,6 @@ def test_a_stream_that_never_ends_is_cut_with_an_error_at_the_upstream_timeout(
 
 def test_the_sdk_gets_not_found_in_openai_shape_for_another_path(function_url: FunctionUrl) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
-        function_url.client().models.list()
+        function_url.client().files.list()
 
     assert caught.value.code == "not_found"
