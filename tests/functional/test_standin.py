@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from devstack.behest_standin import Fault, StandinGateway
+from devstack.standin import Fault, StandinGateway
 
 ROOT = Path(__file__).resolve().parents[2]
 KID = "sk_test_standin"
@@ -290,10 +290,16 @@ def test_chat_refuses_a_body_without_valid_messages(gateway: StandinGateway, tok
 
 
 def test_an_unknown_path_is_answered_404_in_behests_error_shape(gateway: StandinGateway, token: str) -> None:
-    reply = call(gateway, "/v1/embeddings", {"input": "x"}, bearer=token)
+    reply = call(gateway, "/v1/images/generations", {"prompt": "x"}, bearer=token)
 
     assert reply.status == 404
     assert reply.error_code == "not_found"
+
+
+def test_a_known_path_with_another_method_is_answered_405_with_allow(gateway: StandinGateway, token: str) -> None:
+    reply = call(gateway, "/v1/models", {}, bearer=token)
+
+    assert (reply.status, reply.error_code, reply.headers["allow"]) == (405, "method_not_allowed", "GET")
 
 
 def test_the_openai_sdk_reads_a_buffered_completion(gateway: StandinGateway, token: str) -> None:
@@ -589,7 +595,7 @@ def test_the_command_line_serves_until_sigterm(tenant_key: rsa.RSAPrivateKey, tm
     pem_path.write_bytes(tenant_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     process = subprocess.Popen(
-        [sys.executable, "-m", "devstack.behest_standin", "--port", "0", "--quiet",
+        [sys.executable, "-m", "devstack.standin", "--port", "0", "--quiet",
          "--register-key", f"{KID}={pem_path}", "--api-key", f"{API_KEY}:{TENANT_ID}:{PROJECT_ID}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
