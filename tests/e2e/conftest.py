@@ -1,8 +1,7 @@
-"""Browser fixtures: `make dev`'s stack in a subprocess, headless Chromium, a page server on a second origin."""
+"""Browser fixtures: `make dev`'s stack in a subprocess, headless Chromium."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -13,23 +12,15 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.e2e.pages import CHROMEDRIVER, CHROMIUM, PageServer, Stack, call, serves
+from tests.e2e.pages import CHROMEDRIVER, CHROMIUM, Stack, call
 from tests.support import ROOT
 
 
 @pytest.fixture(scope="session")
-def allowed_page() -> Iterator[PageServer]:
-    """A second origin the stack is told to allow: serves the page until the stack serves every file of it."""
-    server = PageServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def stack(allowed_page: PageServer) -> Iterator[Stack]:
+def stack() -> Iterator[Stack]:
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", "0", "--identity-port", "0",
-         "--behest-port", "0", "--secrets-port", "0", "--chunk-delay", "0.15", "--allow-origin", allowed_page.url],
+         "--behest-port", "0", "--secrets-port", "0", "--chunk-delay", "0.15"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert process.stdout is not None
@@ -44,10 +35,7 @@ def stack(allowed_page: PageServer) -> Iterator[Stack]:
     threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
     api = match.group(1)
     config = dict(call("GET", api + "/config.json"))
-    allowed_page.config = json.dumps(config).encode()
-    # The stack's own page once it serves the module and the page's script; until then the allowed second origin.
-    own = serves(api + "/behest-client.js") and serves(api + "/app.js")
-    yield Stack(api=api, page=api if own else allowed_page.url, config=config)
+    yield Stack(api=api, config=config)
     process.terminate()
     process.wait(timeout=15)
     process.stdout.close()

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import threading
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,7 +38,7 @@ def skip_without_chromium() -> None:
 
 
 class PageServer:
-    """Serves the demo page's files, the client module at /behest-client.js and a given /config.json."""
+    """Serves the demo page as `make dev` does (files at /<name>, the client at /behest-client.js) from another origin."""
 
     def __init__(self) -> None:
         self.config = b"{}"
@@ -95,8 +94,12 @@ class Stack:
     """`make dev`'s stack as the browser sees it, plus the stand-in's control API."""
 
     api: str
-    page: str
     config: dict[str, str]
+
+    @property
+    def page(self) -> str:
+        """Where `make dev` serves the demo page (its origin; the page is at /)."""
+        return self.api
 
     @property
     def behest(self) -> str:
@@ -121,14 +124,6 @@ def call(method: str, url: str, body: Any = None) -> Any:
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
-
-
-def serves(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def page_server_for(config: dict[str, str]) -> PageServer:

@@ -9,6 +9,7 @@ from selenium.webdriver.common.by import By
 
 from tests.e2e.pages import (
     Stack,
+    call,
     current_token,
     jti_of,
     open_page,
@@ -219,14 +220,32 @@ def test_the_stop_button_cancels_the_stream_and_keeps_what_arrived(standin: Stac
 
 
 def test_a_page_on_a_disallowed_origin_is_refused_by_cors(stack: Stack, browser: Any) -> None:
+    # A signed-in user's identity token, got outside the browser: the page could not get one itself.
+    id_token = call("POST", stack.config["identityUrl"] + "/token", {"user": "ada", "plan": "pro"})["id_token"]
     server = page_server_for(stack.config)
     try:
         open_page(browser, server.url + "/")
         sign_in(browser)
-        status = text_of(browser, "token-status")
+        sign_in_status = text_of(browser, "sign-in-status")
+        refused = browser.execute_async_script("""
+          const [idToken, done] = arguments;
+          (async () => {
+            const { BehestClient } = await import("/behest-client.js");
+            const config = window.demo.config;
+            const client = new BehestClient({ tokenUrl: config.apiUrl + "/api/behest/token", relayUrl: config.relayUrl,
+                                              identityToken: () => idToken });
+            const outcomes = [];
+            try { await client.token(); } catch (e) { outcomes.push([e.name, e.code, e.message]); }
+            try {
+              for await (const delta of client.chat({ messages: [{ role: "user", content: "hi" }] }, { via: "relay" })) {
+                outcomes.push(["delta", delta]);
+              }
+            } catch (e) { outcomes.push([e.name, e.code, e.message]); }
+            return outcomes;
+          })().then(done, (e) => done(String(e)));
+        """, id_token)
     finally:
         server.stop()
 
-    assert status.startswith("Token request failed"), status
-    assert "Failed to fetch" in status
-
+    assert sign_in_status == "Sign-in failed: Failed to fetch"
+    assert refused == [["BehestError", "network_error", "Failed to fetch"]] * 2
