@@ -72,21 +72,31 @@ def _lint_errors(cfn: dict[str, Any]) -> list[str]:
     return [f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches if m.rule.id.startswith("E")]
 
 
-@pytest.fixture(scope="module")
-def sam() -> dict[str, Any]:
+def load_sam() -> dict[str, Any]:
+    """template.yaml as written, intrinsics in their JSON forms."""
     document = yaml.load(TEMPLATE.read_text(), Loader=_IntrinsicsLoader)
     assert isinstance(document, dict)
     return document
 
 
-@pytest.fixture(scope="module")
-def cfn(sam: dict[str, Any]) -> dict[str, Any]:
+def transform(sam: dict[str, Any]) -> dict[str, Any]:
+    """The CloudFormation that aws-sam-translator makes of it, code packaged to S3."""
     translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=REGION))
     # No managed policy is named by name in the template; an empty map keeps the IAM lookup away.
     transformed: dict[str, Any] = translator.translate(
         _with_s3_code(sam), parameter_values={}, get_managed_policy_map=lambda: {}
     )
     return transformed
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    return load_sam()
+
+
+@pytest.fixture(scope="module")
+def cfn(sam: dict[str, Any]) -> dict[str, Any]:
+    return transform(sam)
 
 
 @pytest.fixture(scope="module")
