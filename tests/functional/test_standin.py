@@ -1,11 +1,14 @@
-"""The Behest stand-in gateway: token checks as Kong does them, mint, chat completions, recording and faults."""
+"""The Behest stand-in gateway: token checks as Kong does them, mint, chat, Responses, embeddings and models,
+recording and faults."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -13,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional, cast
 
 import jwt
 import openai
@@ -21,6 +24,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from devstack import standin
 from devstack.standin import Fault, StandinGateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -641,3 +645,287 @@ def test_only_allowed_origins_get_cors_headers_on_preflight_and_answers() -> Non
     assert "x-session-id" in allowed["access-control-allow-headers"]
     assert "access-control-allow-origin" not in refused
     assert answer_headers["access-control-allow-origin"] == "http://app.example"
+
+
+# --- models, embeddings and the Responses API, through the real OpenAI Python SDK ---------------------------------
+
+SAID = "hi there"
+
+
+def test_the_openai_sdk_lists_the_models(gateway: StandinGateway, token: str) -> None:
+    with sdk(gateway, token) as client:
+        models = client.models.list()
+
+    assert [model.id for model in models] == list(standin.MODELS)
+    assert {(model.object, model.owned_by) for model in models} == {("model", "behest")}
+    assert all(isinstance(model.created, int) for model in models)
+
+
+def test_the_openai_sdk_retrieves_one_model_and_gets_404_for_an_unknown_one(gateway: StandinGateway, token: str) -> None:
+    with sdk(gateway, token) as client:
+        model = client.models.retrieve("behest-mini")
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.models.retrieve("gpt-nobody")
+
+    assert (model.id, model.object) == ("behest-mini", "model")
+    assert caught.value.status_code == 404
+    assert [r.path for r in gateway.requests] == ["/v1/models/behest-mini", "/v1/models/gpt-nobody"]
+
+
+def test_the_openai_sdks_default_base64_embeddings_decode_to_the_float_ones(gateway: StandinGateway, token: str) -> None:
+    with sdk(gateway, token) as client:
+        default = client.embeddings.create(model="behest-embed", input="hello world")
+        as_floats = client.embeddings.create(model="behest-embed", input="hello world", encoding_format="float")
+
+    first, second = gateway.requests
+    assert first.body["encoding_format"] == "base64"  # the SDK asks for base64 unless told otherwise, then decodes
+    assert second.body["encoding_format"] == "float"
+    assert default.data[0].embedding == as_floats.data[0].embedding
+    assert len(default.data[0].embedding) == 16
+    assert abs(sum(v * v for v in default.data[0].embedding) - 1) < 1e-5
+    assert (default.usage.prompt_tokens, default.usage.total_tokens) == (2, 2)
+    assert default.model == "behest-embed"
+
+
+def test_explicit_base64_embeddings_arrive_as_little_endian_float32(gateway: StandinGateway, token: str) -> None:
+    with sdk(gateway, token) as client:
+        encoded = client.embeddings.create(model="m", input="hello", encoding_format="base64")
+        floats = client.embeddings.create(model="m", input="hello", encoding_format="float")
+
+    raw = base64.b64decode(cast(str, encoded.data[0].embedding))
+    assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == floats.data[0].embedding
+
+
+@pytest.mark.parametrize("given, count, tokens", [
+    (["one", "two words"], 2, 3), ([1, 2, 3], 1, 3), ([[1, 2], [3, 4, 5]], 2, 5),
+])
+def test_embeddings_take_every_input_form_openai_takes(
+    gateway: StandinGateway, token: str, given: Any, count: int, tokens: int
+) -> None:
+    with sdk(gateway, token) as client:
+        answer = client.embeddings.create(model="m", input=given, encoding_format="float")
+
+    assert [item.index for item in answer.data] == list(range(count))
+    assert answer.usage.prompt_tokens == tokens
+    assert gateway.last_usage == {"prompt_tokens": tokens, "total_tokens": tokens}
+
+
+@pytest.mark.parametrize("body", [
+    b'{"model": "m"}', b'{"input": ""}', b'{"input": []}', b'{"input": [1, "a"]}',
+    b'{"input": "x", "encoding_format": "hex"}', b'{"input": "x", "dimensions": 0}',
+])
+def test_embeddings_refuse_what_openai_refuses(gateway: StandinGateway, token: str, body: bytes) -> None:
+    reply = call(gateway, "/v1/embeddings", raw=body, bearer=token)
+
+    assert (reply.status, reply.error_code) == (400, "validation_error")
+
+
+def test_the_same_input_always_embeds_to_the_same_vector(gateway: StandinGateway, token: str) -> None:
+    with sdk(gateway, token) as client:
+        first = client.embeddings.create(model="m", input=["a", "b"], encoding_format="float")
+        again = client.embeddings.create(model="m", input=["b"], encoding_format="float")
+
+    assert first.data[1].embedding == again.data[0].embedding != first.data[0].embedding
+
+
+RESPONSE_INPUT: list[Any] = [{"role": "user", "content": "an earlier question"},
+                             {"role": "assistant", "content": "an earlier answer"},
+                             {"role": "user", "content": [{"type": "input_text", "text": SAID}]}]
+
+
+@pytest.mark.parametrize("given", [SAID, RESPONSE_INPUT], ids=["string input", "input items"])
+def test_the_openai_sdk_reads_a_whole_response(gateway: StandinGateway, token: str, given: Any) -> None:
+    with sdk(gateway, token) as client:
+        response = client.responses.create(model="behest-mini", input=given, instructions="be brief",
+                                           max_output_tokens=100, user="spoofed", safety_identifier="spoofed")
+
+    assert response.output_text == "Hello alice! You said: hi there"
+    assert (response.object, response.status, response.model) == ("response", "completed", "behest-mini")
+    assert response.id.startswith("resp_")
+    [message] = response.output
+    assert (message.type, message.role, message.content[0].type) == ("message", "assistant", "output_text")
+    [recorded] = gateway.requests
+    expected = standin.usage_for(standin.RESPONSES_PATH, recorded.body, "alice")
+    assert response.usage is not None and response.usage.model_dump(exclude_none=True) == expected
+    assert expected["output_tokens"] == 6 and expected["total_tokens"] == expected["input_tokens"] + 6
+    assert gateway.last_usage == expected
+
+
+RESPONSE_EVENTS = ["response.created", "response.in_progress", "response.output_item.added",
+                   "response.content_part.added"]
+RESPONSE_CLOSING = ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                    "response.completed"]
+
+
+def test_the_openai_sdk_streams_a_response_event_by_event(gateway: StandinGateway, token: str) -> None:
+    with sdk(gateway, token) as client:
+        events = list(client.responses.create(model="m", input=SAID, stream=True))
+
+    types = [event.type for event in events]
+    deltas = [event for event in events if event.type == "response.output_text.delta"]
+    assert types == RESPONSE_EVENTS + ["response.output_text.delta"] * len(deltas) + RESPONSE_CLOSING
+    assert len(deltas) == 6
+    assert "".join(event.delta for event in deltas) == "Hello alice! You said: hi there"
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    assert completed.response.output_text == "Hello alice! You said: hi there"
+    assert completed.response.usage is not None
+    assert completed.response.usage.model_dump(exclude_none=True) == gateway.last_usage
+
+
+def test_the_openai_sdks_stream_helper_assembles_the_final_response(gateway: StandinGateway, token: str) -> None:
+    with sdk(gateway, token) as client, client.responses.stream(model="m", input=RESPONSE_INPUT) as stream:
+        text = "".join(event.delta for event in stream if event.type == "response.output_text.delta")
+        final = stream.get_final_response()
+
+    assert text == final.output_text == "Hello alice! You said: hi there"
+
+
+def test_a_streamed_response_is_named_events_with_no_done_line(gateway: StandinGateway, token: str) -> None:
+    connection = http.client.HTTPConnection(gateway.host, gateway.port, timeout=5)
+    connection.request("POST", "/v1/responses", body=json.dumps({"input": SAID, "stream": True}),
+                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    response = connection.getresponse()
+    text = response.read().decode()
+    connection.close()
+
+    blocks = [block for block in text.split("\n\n") if block]
+    assert response.getheader("content-type") == "text/event-stream"
+    assert all(block.startswith("event: response.") and "\ndata: {" in block for block in blocks)
+    assert "[DONE]" not in text
+    assert all(json.loads(block.split("data: ", 1)[1])["type"] == block.split("\n")[0][len("event: "):]
+               for block in blocks)
+
+
+def test_a_streamed_response_is_paced_by_the_chunk_delay(
+    tenant_key: rsa.RSAPrivateKey, standin_key: rsa.RSAPrivateKey
+) -> None:
+    with StandinGateway(signing_key=standin_key, chunk_delay=0.05) as gateway:
+        gateway.register_key(KID, tenant_key.public_key())
+        with sdk(gateway, sign(tenant_key, claims())) as client:
+            started = time.monotonic()
+            stream = client.responses.create(model="m", input=SAID, stream=True)
+            first_delta_at = next(time.monotonic() for event in stream if event.type == "response.output_text.delta")
+            list(stream)
+            ended = time.monotonic()
+
+    assert first_delta_at - started < ended - started - 0.2
+    assert len([e for e in gateway.events if e.kind == "chunk_sent"]) == len(RESPONSE_EVENTS + RESPONSE_CLOSING) + 6
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"input": 3}', b'{"input": [1]}', b'{"input": "x", "stream": "yes"}',
+                                  b'{"input": "x", "max_output_tokens": 0}', b'{"input": "x", "user": 7}'])
+def test_responses_refuse_a_malformed_request(gateway: StandinGateway, token: str, body: bytes) -> None:
+    reply = call(gateway, "/v1/responses", raw=body, bearer=token)
+
+    assert (reply.status, reply.error_code) == (400, "validation_error")
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("GET", "/v1/models", None), ("GET", "/v1/models/behest-mini", None),
+    ("POST", "/v1/embeddings", {"input": "x"}), ("POST", "/v1/responses", {"input": "x"}),
+])
+def test_every_new_route_takes_a_user_jwt_as_chat_does(
+    gateway: StandinGateway, method: str, path: str, body: Any
+) -> None:
+    without = call(gateway, path, body, method=method)
+    with_api_key = call(gateway, path, body, bearer=API_KEY, method=method)
+
+    assert (without.status, without.error_code) == (401, "invalid_token")
+    assert (with_api_key.status, with_api_key.error_code) == (401, "invalid_token")
+    assert [(r.path, r.claims) for r in gateway.requests] == [(path, None), (path, None)]
+
+
+@pytest.mark.parametrize("alias, path", [("models", "/v1/models/behest-mini"), ("embeddings", "/v1/embeddings"),
+                                         ("responses", "/v1/responses")])
+def test_a_status_fault_scoped_by_alias_hits_its_route_once(
+    gateway: StandinGateway, token: str, alias: str, path: str
+) -> None:
+    gateway.inject(Fault("status", status=429, retry_after=4, path=alias))
+    method, body = ("GET", None) if alias == "models" else ("POST", {"input": "x"})
+
+    faulted = call(gateway, path, body, bearer=token, method=method)
+    chat = call(gateway, CHAT, HELLO, bearer=token)
+    after = call(gateway, path, body, bearer=token, method=method)
+
+    assert (faulted.status, faulted.error_code, faulted.headers["retry-after"]) == (429, "rate_limited", "4")
+    assert (chat.status, after.status) == (200, 200)
+
+
+def test_a_rate_limit_on_responses_reaches_the_openai_sdk_typed(gateway: StandinGateway, token: str) -> None:
+    gateway.inject(Fault("status", status=429, retry_after=2, path="responses"))
+
+    with sdk(gateway, token) as client, pytest.raises(openai.RateLimitError) as caught:
+        client.responses.create(model="m", input=SAID)
+
+    assert caught.value.response.headers["retry-after"] == "2"
+
+
+def test_a_reset_fault_breaks_a_responses_stream_after_k_events(gateway: StandinGateway, token: str) -> None:
+    gateway.inject(Fault("reset_after", chunks=5, path="responses"))
+
+    with sdk(gateway, token) as client, pytest.raises(openai.APIConnectionError):
+        received = []
+        for event in client.responses.create(model="m", input=SAID, stream=True):
+            received.append(event.type)
+
+    assert received == RESPONSE_EVENTS + ["response.output_text.delta"]
+    assert gateway.wait_for_event("stream_reset").chunk == 5
+
+
+def test_a_garbage_fault_on_a_responses_stream_puts_garbage_after_the_first_event(
+    gateway: StandinGateway, token: str
+) -> None:
+    gateway.inject(Fault("garbage", path="responses"))
+    connection = http.client.HTTPConnection(gateway.host, gateway.port, timeout=5)
+    connection.request("POST", "/v1/responses", body=json.dumps({"input": SAID, "stream": True}),
+                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    body = connection.getresponse().read()
+    connection.close()
+
+    first, garbage = [block for block in body.split(b"\n\n") if block]
+    assert first.startswith(b"event: response.created\n")
+    assert garbage.startswith(b"data: \x00\xff")
+
+
+def test_an_endless_responses_stream_keeps_sending_deltas_until_the_client_leaves(
+    gateway: StandinGateway, token: str
+) -> None:
+    gateway.inject(Fault("endless", seconds=0.01, path="responses"))
+
+    with sdk(gateway, token) as client:
+        stream = client.responses.create(model="m", input=SAID, stream=True)
+        deltas = []
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event)
+            if len(deltas) == 20:
+                break
+        stream.close()
+
+    assert [event.sequence_number for event in deltas] == list(range(4, 24))
+    assert gateway.wait_for_event("stream_aborted")
+
+
+def test_chat_usage_is_a_deterministic_function_of_the_request(gateway: StandinGateway, token: str) -> None:
+    with sdk(gateway, token) as client:
+        completion = client.chat.completions.create(model="m", messages=HELLO["messages"])
+
+    expected = standin.usage_for(CHAT, HELLO, "alice")
+    assert completion.usage is not None and completion.usage.model_dump(exclude_none=True) == expected
+    assert expected == {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}
+    assert gateway.last_usage == expected
+
+
+def test_every_route_is_recorded_in_the_control_endpoint(gateway: StandinGateway, token: str) -> None:
+    with sdk(gateway, token) as client:
+        client.models.list()
+        client.embeddings.create(model="m", input="x")
+        client.responses.create(model="m", input="x")
+        client.chat.completions.create(model="m", messages=HELLO["messages"])
+
+    recorded = call(gateway, "/_standin/requests", method="GET").json()["requests"]
+    assert [(r["method"], r["path"], r["claims"]["uid"]) for r in recorded] == [
+        ("GET", "/v1/models", "alice"), ("POST", "/v1/embeddings", "alice"), ("POST", "/v1/responses", "alice"),
+        ("POST", CHAT, "alice")]
