@@ -116,12 +116,17 @@ class Service:
     @classmethod
     def from_env(cls, function: str, telemetry: Telemetry, environ: Optional[Mapping[str, str]] = None) -> Service:
         """Read the environment once; a ConfigurationError names every variable at fault."""
+        return cls.build(function, Settings.from_env(environ), telemetry)
+
+    @classmethod
+    def build(cls, function: str, settings: Settings, telemetry: Telemetry, *, key_source: Any = None) -> Service:
+        """The service of one function (TokenFunction, RelayFunction, StreamFunction); parts may be swapped in tests."""
         from .cores import build_cores
 
-        settings = Settings.from_env(environ)
         front = FUNCTION_URL if function == STREAM_FUNCTION else HTTP_API
         routes = routes_for(FUNCTION_URL) if front == FUNCTION_URL else routes_for(HTTP_API, function)
-        cores, caller = build_cores({r.core for r in routes}, settings, telemetry, verify_callers=front == FUNCTION_URL)
+        cores, caller = build_cores({r.core for r in routes}, settings, telemetry, verify_callers=front == FUNCTION_URL,
+                                    key_source=key_source)
         return cls(settings, telemetry, routes, front, cores, caller=caller)
 
     def reply(self, event: Mapping[str, Any], *, deadline: Optional[float] = None) -> Reply:

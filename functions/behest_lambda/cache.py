@@ -21,7 +21,7 @@ class CacheEvents(Protocol[T_contra]):
 
     def replaced(self, old: Optional[T_contra], new: T_contra) -> None: ...
 
-    def fetch_failed(self, failure: FetchError, *, serving_cached: bool, age: float) -> None: ...
+    def fetch_failed(self, failure: FetchError, *, serving_cached: bool, age: float, grace_left: float) -> None: ...
 
 
 class ExpiringValue(Generic[T]):
@@ -79,8 +79,9 @@ class ExpiringValue(Generic[T]):
         except FetchError as failure:
             self._next_attempt = now + self.retry_interval
             if self._events is not None:
-                held = self._value is not None and age < self.ttl + self.grace
-                self._events.fetch_failed(failure, serving_cached=held, age=age)
+                grace_left = self.ttl + self.grace - age
+                held = self._value is not None and grace_left > 0
+                self._events.fetch_failed(failure, serving_cached=held, age=age, grace_left=grace_left)
             return None
         if self._events is not None:
             self._events.replaced(self._value, fresh)

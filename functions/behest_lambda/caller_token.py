@@ -20,8 +20,9 @@ from .settings import CallerSettings
 from .telemetry import Telemetry
 
 ALGORITHM = "RS256"
-# One leeway for exp, nbf and iat, shared with `make dev`'s local JWT authorizer (devstack/local_api.py).
-CLOCK_LEEWAY_SECONDS = 5
+# One leeway for exp, nbf and iat, the same as `make dev`'s local JWT authorizer applies: none, as API
+# Gateway's JWT authorizer documents (exp after, nbf and iat before the current time).
+CLOCK_LEEWAY_SECONDS = 0
 MAX_TOKEN_CHARS = 16384
 MAX_KID_CHARS = 256
 MIN_RSA_BITS = 2048
@@ -135,7 +136,7 @@ class JwksCache:
     def replaced(self, old: Optional[Keys], new: Keys) -> None:
         pass
 
-    def fetch_failed(self, failure: FetchError, *, serving_cached: bool, age: float) -> None:
+    def fetch_failed(self, failure: FetchError, *, serving_cached: bool, age: float, grace_left: float) -> None:
         if self._telemetry is not None:
             self._telemetry.warning("JWKS refresh failed", url=self.url, reason=failure.reason, detail=failure.message,
                                     held=serving_cached)

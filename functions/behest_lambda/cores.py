@@ -8,7 +8,7 @@ from .app import Core, Reply, json_reply
 from .caller_token import CallerTokenVerifier, bearer_token
 from .errors import BehestLambdaError, UpstreamError
 from .identity import Identity
-from .key_source import key_source_for
+from .key_source import KeySource, key_source_for
 from .mint import Minter, MintRequest
 from .relay import POLICIES, Relay, meter_for
 from .request import Request
@@ -19,10 +19,10 @@ from .usage import BROKEN, CLIENT_GONE, OK, UsageMeter
 Caller = Callable[[Request], Mapping[str, Any]]
 
 
-def build_cores(names: set[str], settings: Settings, telemetry: Telemetry, *,
-                verify_callers: bool) -> tuple[dict[str, Core], Optional[Caller]]:
+def build_cores(names: set[str], settings: Settings, telemetry: Telemetry, *, verify_callers: bool,
+                key_source: Optional[KeySource] = None) -> tuple[dict[str, Core], Optional[Caller]]:
     """The cores `names` need, sharing one key source, minter and relay; and the caller check for a Function URL."""
-    minter = Minter(settings.mint, key_source_for(settings.key, telemetry))
+    minter = Minter(settings.mint, key_source or key_source_for(settings.key, telemetry))
     cores: dict[str, Core] = {}
     if "token" in names:
         cores["token"] = token_core(minter, telemetry)

@@ -92,10 +92,11 @@ class SecretKeySource:
         if old is not None and old_kid != new_kid:
             self._telemetry.info("signing key rotated", old_kid=old_kid, new_kid=new_kid)
 
-    def fetch_failed(self, failure: FetchError, *, serving_cached: bool, age: float) -> None:
+    def fetch_failed(self, failure: FetchError, *, serving_cached: bool, age: float, grace_left: float) -> None:
         if serving_cached:
             self._telemetry.warning("key secret refresh failed; signing with the cached key", reason=failure.reason,
-                                    detail=failure.message, cached_key_age_s=round(age, 1))
+                                    detail=failure.message, cached_key_age_s=round(age, 1),
+                                    grace_left_s=round(grace_left, 1))
         else:
             self._telemetry.error("key secret unavailable", reason=failure.reason, detail=failure.message)
         self._telemetry.metric("KeyRefreshFailed", reason=failure.reason)

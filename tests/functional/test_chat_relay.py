@@ -9,8 +9,8 @@ import jwt
 import openai
 import pytest
 
-from behest_lambda.relay_handler import RelayFunction
-from behest_lambda.token_handler import TokenFunction
+from behest_lambda.app import Service
+from behest_lambda.routes import RELAY_FUNCTION, TOKEN_FUNCTION
 from devstack.behest_standin import Fault, StandinGateway
 from devstack.identity_provider import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
@@ -50,11 +50,11 @@ class Stack:
 
     def __init__(self, provider: LocalIdentityProvider, env: dict[str, str]) -> None:
         self.telemetry = CapturedTelemetry("relay")
-        relay = RelayFunction.from_env(self.telemetry, env)
-        token = TokenFunction.from_env(self.telemetry, env)
+        relay = Service.from_env(RELAY_FUNCTION, self.telemetry, env)
+        token = Service.from_env(TOKEN_FUNCTION, self.telemetry, env)
         self.api = LocalHttpApi(
-            {("POST", CHAT): lambda event, context: relay.handle(event),
-             ("POST", TOKEN): lambda event, context: token.handle(event)},
+            {RELAY_FUNCTION: lambda event, context: relay.handle(event),
+             TOKEN_FUNCTION: lambda event, context: token.handle(event)},
             JwtAuthorizer(provider.issuer, [provider.audience], provider.jwks_url),
         ).start()
         self.provider = provider

@@ -14,10 +14,10 @@ import jwt
 import pytest
 from moto.server import ThreadedMotoServer
 
+from behest_lambda.app import Service
 from behest_lambda.key_source import SecretKeySource, SecretsManagerFetcher
-from behest_lambda.mint import Minter
+from behest_lambda.routes import TOKEN_FUNCTION
 from behest_lambda.settings import Settings
-from behest_lambda.token_handler import TokenFunction
 from tests.support import (
     AUDIENCE,
     ISSUER,
@@ -81,23 +81,23 @@ def secret_arn(moto: Moto) -> str:
     return str(moto.client.create_secret(Name=name, SecretString=secret_document("tenant", KID))["ARN"])
 
 
-Build = Callable[..., TokenFunction]
+Build = Callable[..., Service]
 
 
 @pytest.fixture
 def build(telemetry: CapturedTelemetry, clock: list[float]) -> Build:
-    def make(secret_id: str, **env: str) -> TokenFunction:
+    def make(secret_id: str, **env: str) -> Service:
         settings = Settings.from_env(
             {"BEHEST_KEY_SECRET_ID": secret_id, "BEHEST_SECRETS_EXTENSION": "off", "BEHEST_KEY_CACHE_TTL": "300",
              "BEHEST_KEY_GRACE_PERIOD": "900", **env}
         )
-        source = SecretKeySource(settings, telemetry, clock=lambda: clock[0])
-        return TokenFunction(settings, Minter(settings, source), telemetry)
+        source = SecretKeySource(settings.key, telemetry, clock=lambda: clock[0])
+        return Service.build(TOKEN_FUNCTION, settings, telemetry, key_source=source)
 
     return make
 
 
-def mint(function: TokenFunction) -> dict[str, Any]:
+def mint(function: Service) -> dict[str, Any]:
     response = function.handle(load_event("token_mint"))
     return {"status": response["statusCode"], "headers": response["headers"], **json.loads(response["body"])}
 
@@ -290,7 +290,7 @@ def test_the_extension_is_used_when_it_listens_and_boto3_is_never_created(
     settings = Settings.from_env(
         {"BEHEST_KEY_SECRET_ID": secret_arn, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(extension.port)}
     )
-    fetcher = SecretsManagerFetcher(settings, telemetry)
+    fetcher = SecretsManagerFetcher(settings.key, telemetry)
 
     value = fetcher(secret_arn)
 
@@ -306,7 +306,7 @@ def test_a_denied_read_through_the_extension_is_a_503_logged_as_access_denied(
     settings = Settings.from_env(
         {"BEHEST_KEY_SECRET_ID": secret_arn, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(extension.port)}
     )
-    function = TokenFunction(settings, Minter(settings, SecretKeySource(settings, telemetry)), telemetry)
+    function = Service.build(TOKEN_FUNCTION, settings, telemetry, key_source=SecretKeySource(settings.key, telemetry))
 
     answer = mint(function)
 
@@ -320,7 +320,7 @@ def test_without_an_extension_auto_mode_falls_back_to_boto3_once(
     settings = Settings.from_env(
         {"BEHEST_KEY_SECRET_ID": secret_arn, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(unused_port)}
     )
-    fetcher = SecretsManagerFetcher(settings, telemetry)
+    fetcher = SecretsManagerFetcher(settings.key, telemetry)
 
     first, second = fetcher(secret_arn), fetcher(secret_arn)
 
@@ -335,6 +335,6 @@ def test_extension_mode_on_does_not_fall_back_to_boto3(
         {"BEHEST_KEY_SECRET_ID": secret_arn, "BEHEST_SECRETS_EXTENSION": "on",
          "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(unused_port)}
     )
-    function = TokenFunction(settings, Minter(settings, SecretKeySource(settings, telemetry)), telemetry)
+    function = Service.build(TOKEN_FUNCTION, settings, telemetry, key_source=SecretKeySource(settings.key, telemetry))
 
     assert mint(function)["status"] == 503

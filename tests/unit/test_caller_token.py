@@ -106,9 +106,10 @@ def clocks() -> Clocks:
 
 
 def make_verifier(jwks: JwksServer, clocks: Clocks, *, ttl: float = 3600, timeout: float = 2.0,
-                  audiences: tuple[str, ...] = (AUDIENCE,)) -> CallerTokenVerifier:
+                  audiences: tuple[str, ...] = (AUDIENCE,), leeway: float = caller_token.CLOCK_LEEWAY_SECONDS,
+                  ) -> CallerTokenVerifier:
     keys = JwksCache(jwks.url, ttl, timeout=timeout, clock=lambda: clocks.mono)
-    return CallerTokenVerifier(ISSUER, audiences, keys)
+    return CallerTokenVerifier(ISSUER, audiences, keys, leeway=leeway)
 
 
 @pytest.fixture
@@ -248,8 +249,18 @@ def test_an_expired_token_is_refused(verifier: CallerTokenVerifier) -> None:
     assert_refused(verifier, token(exp=now() - caller_token.CLOCK_LEEWAY_SECONDS - 1), "expired")
 
 
-def test_a_token_that_expired_within_the_leeway_is_accepted(verifier: CallerTokenVerifier) -> None:
-    assert verifier.claims(token(exp=now() - caller_token.CLOCK_LEEWAY_SECONDS + 3))["sub"] == "user-42"
+def test_a_token_that_expired_within_a_configured_leeway_is_accepted(jwks: JwksServer, clocks: Clocks) -> None:
+    verifier = make_verifier(jwks, clocks, leeway=30)
+
+    assert verifier.claims(token(exp=now() - 20))["sub"] == "user-42"
+    assert_refused(verifier, token(exp=now() - 40), "expired")
+
+
+def test_the_default_leeway_is_the_local_authorizers(jwks: JwksServer, clocks: Clocks) -> None:
+    from devstack.local_api import CLOCK_LEEWAY_SECONDS
+
+    assert caller_token.CLOCK_LEEWAY_SECONDS == CLOCK_LEEWAY_SECONDS == 0
+    assert_refused(make_verifier(jwks, clocks), token(exp=now() - 2), "expired")
 
 
 @pytest.mark.parametrize("name", ["nbf", "iat"])
@@ -257,9 +268,10 @@ def test_a_token_not_valid_yet_is_refused(verifier: CallerTokenVerifier, name: s
     assert_refused(verifier, token(**{name: now() + caller_token.CLOCK_LEEWAY_SECONDS + 60}), "not valid yet")
 
 
-def test_a_small_clock_skew_on_nbf_is_tolerated(verifier: CallerTokenVerifier) -> None:
-    skew = caller_token.CLOCK_LEEWAY_SECONDS - 2
-    assert verifier.claims(token(nbf=now() + skew, iat=now() + skew))["sub"] == "user-42"
+def test_a_clock_skew_on_nbf_within_a_configured_leeway_is_tolerated(jwks: JwksServer, clocks: Clocks) -> None:
+    verifier = make_verifier(jwks, clocks, leeway=30)
+
+    assert verifier.claims(token(nbf=now() + 10, iat=now() + 10))["sub"] == "user-42"
 
 
 @pytest.mark.parametrize("issuer", ["https://evil.example.com/pool-1", ISSUER + "/", ISSUER.upper(), None])
