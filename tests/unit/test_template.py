@@ -17,7 +17,9 @@ from samtranslator.translator.translator import Translator
 from samtranslator.yaml_helper import intrinsics_multi_constructor
 
 from behest_lambda import settings as names
-from behest_lambda.routes import HTTP_API, RELAY_FUNCTION, STREAM_FUNCTION, TOKEN_FUNCTION, routes_for
+from behest_lambda.errors import NotFoundError
+from behest_lambda.routes import HTTP_API, RELAY_FUNCTION, STREAM_FUNCTION, TOKEN_FUNCTION, match, routes_for
+from tests.support import EVENTS, load_event
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 REGION = "us-east-1"
@@ -189,6 +191,28 @@ def test_the_route_comparison_notices_a_route_missing_from_the_template(sam: dic
     table = {(route.method, route.path, route.function) for route in routes_for(HTTP_API)}
 
     assert table - _http_api_events(trimmed) == {("GET", "/v1/models", RELAY_FUNCTION)}
+
+
+def test_every_http_api_route_has_a_sample_event_as_api_gateway_sends_it() -> None:
+    # The Function URL's events also say "$default": only those of the HTTP API count here.
+    samples = [event for event in (load_event(path.stem) for path in sorted(EVENTS.glob("*.json")))
+               if ".execute-api." in event["requestContext"]["domainName"]]
+    by_route_key: dict[str, list[dict[str, Any]]] = {}
+    for event in samples:
+        by_route_key.setdefault(event["routeKey"], []).append(event)
+
+    for route in routes_for(HTTP_API):
+        events = by_route_key.get(f"{route.method} {route.path}", [])
+        assert events, f"no sample event in events/ for {route.method} {route.path}"
+        for event in events:
+            http = event["requestContext"]["http"]
+            assert match(http["method"], http["path"]).route == route
+            assert event["requestContext"]["routeKey"] == event["routeKey"]
+
+    (unrouted,) = by_route_key["$default"]
+    assert "authorizer" not in unrouted["requestContext"], "the catch-all route has no authorizer"
+    with pytest.raises(NotFoundError):
+        match(unrouted["requestContext"]["http"]["method"], unrouted["requestContext"]["http"]["path"])
 
 
 def test_table_routes_are_behind_the_jwt_authorizer_and_the_catch_all_is_not(resources: dict[str, Any]) -> None:
