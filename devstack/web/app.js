@@ -166,6 +166,7 @@ async function send(event) {
   const via = document.querySelector("input[name=route]:checked").value;
   const messages = [...demo.history, { role: "user", content: text }];
   addTurn("user", text);
+  $("message").value = "";
   const answer = addTurn("assistant", "");
   answer.dataset.via = via;
   const content = answer.querySelector(".content");
