@@ -4,8 +4,10 @@
 - moto's Secrets Manager server holding a freshly generated tenant key, fetched by the
   functions through boto3 exactly as in AWS,
 - the stand-in Behest gateway, which knows that tenant key's public half,
-- a local HTTP API doing what the deployed API Gateway does (JWT authorizer, CORS, payload 2.0)
-  in front of the real Lambda handlers.
+- a local HTTP API doing what the deployed API Gateway does (the route table, JWT authorizer,
+  CORS, payload 2.0) in front of the real Lambda handlers; it also serves the demo page
+  (`devstack/web/`) and the browser client (`client/behest-client.js`),
+- a local Function URL in front of the streaming function.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto.server import ThreadedMotoServer
 
-from behest_lambda.routes import RELAY_FUNCTION, TOKEN_FUNCTION
-from devstack.behest_standin import StandinGateway
+from behest_lambda.routes import FUNCTION_URL, HTTP_API, RELAY_FUNCTION, TOKEN_FUNCTION, routes_for
 from devstack.identity_provider import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
+from devstack.standin import StandinGateway
 from devstack.stream_url import StreamFunctionUrl
 
 WEB_ROOT = Path(__file__).resolve().parent / "web"
@@ -184,11 +186,13 @@ class LocalStack:
     def banner(self) -> str:
         assert self.api and self.identity and self.behest and self.stream
         api, idp, stream = self.api.url, self.identity.url, self.stream.url
+        routes = ", ".join(f"{r.method} {r.path}" for r in routes_for(HTTP_API))
+        streamed = ", ".join(f"{r.method} {r.path}" for r in routes_for(FUNCTION_URL))
         return f"""
 behest-lambda local stack is up ({self.mode} mode)
   demo page                  {api}/
-  API (token + chat relay)   {api}     routes POST /api/behest/token, POST /v1/chat/completions (buffered)
-  streaming chat relay       {stream}     POST /v1/chat/completions, token by token (the Function URL)
+  API (token + chat relay)   {api}     routes {routes} (buffered)
+  streaming chat relay       {stream}     {streamed}, token by token (the Function URL)
   identity provider          {idp}     POST /token {{"user": "ada", "plan": "pro"}} -> id_token
   Behest stand-in            {self.behest.url}
   Secrets Manager (moto)     {self.secrets_url}     secret {self.secret_arn}
@@ -199,13 +203,26 @@ Try it:
   curl -s -X POST {api}/api/behest/token -H "Authorization: Bearer $TOKEN"
   curl -s {api}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
        -H 'Content-Type: application/json' -d '{{"messages": [{{"role": "user", "content": "hi"}}]}}'
+  curl -s {api}/v1/models -H "Authorization: Bearer $TOKEN"
+  curl -s {api}/v1/embeddings -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"input": "hello", "encoding_format": "float"}}'
+  curl -s {api}/v1/responses -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"input": "hi"}}'
 
   curl -sN {stream}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
        -H 'Content-Type: application/json' -d '{{"stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
+  curl -sN {stream}/v1/responses -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"stream": true, "input": "hi"}}'
 
 OpenAI SDK (api_key = the user's identity token):
   from openai import OpenAI
   client = OpenAI(base_url="{stream}/v1", api_key=TOKEN)
+  print([model.id for model in client.models.list()])
+  print(len(client.embeddings.create(model="behest-embed", input="hello").data[0].embedding))
+  print(client.responses.create(model="behest-default", input="hi").output_text)
+  for event in client.responses.create(model="behest-default", input="hi", stream=True):
+      if event.type == "response.output_text.delta":
+          print(event.delta, end="", flush=True)
   for chunk in client.chat.completions.create(model="any", messages=[{{"role": "user", "content": "hi"}}], stream=True):
       print(chunk.choices[0].delta.content or "", end="", flush=True)
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -47,7 +51,7 @@ def dev_stack() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
         "stream": re.search(r"streaming chat relay\s+(\S+)", text),
     }
     assert all(urls.values()), text
-    yield process, {name: match.group(1) for name, match in urls.items() if match}
+    yield process, {**{name: match.group(1) for name, match in urls.items() if match}, "banner": text}
     if process.poll() is None:
         process.kill()
     process.wait(timeout=15)
@@ -87,6 +91,75 @@ def test_the_dev_stack_refuses_a_caller_without_an_identity_token(dev_stack: Any
     assert post(urls["api"] + "/api/behest/token", {})[0] == 401
 
 
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "devstack" / "web").iterdir() if p.is_file()))
+def test_the_dev_stack_serves_every_demo_page_file_with_its_content_type(dev_stack: Any, name: str) -> None:
+    _, urls = dev_stack
+    status, headers, body = fetch(f"{urls['api']}/{name}")
+
+    assert status == 200
+    assert body == (ROOT / "devstack" / "web" / name).read_bytes()
+    expected = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}.get(Path(name).suffix)
+    assert expected is None or headers["content-type"].startswith(expected)
+
+
+def test_the_dev_stack_serves_the_demo_page_at_the_root_and_the_browser_client_as_javascript(dev_stack: Any) -> None:
+    _, urls = dev_stack
+    status, headers, body = fetch(urls["api"] + "/")
+    client = ROOT / "client" / "behest-client.js"
+
+    assert (status, headers["content-type"]) == (200, "text/html; charset=utf-8")
+    assert body == (ROOT / "devstack" / "web" / "index.html").read_bytes()
+    if client.is_file():
+        status, headers, body = fetch(urls["api"] + "/behest-client.js")
+        assert (status, headers["content-type"], body) == (200, "text/javascript; charset=utf-8", client.read_bytes())
+
+
+def test_only_the_demo_pages_origin_may_ask_the_identity_provider_for_tokens(dev_stack: Any) -> None:
+    _, urls = dev_stack
+
+    def granted(origin: str) -> str | None:
+        request = urllib.request.Request(urls["identity"] + "/token", data=b'{"user": "ada"}', method="POST",
+                                         headers={"Origin": origin, "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.headers.get("Access-Control-Allow-Origin")
+
+    assert granted(urls["api"]) == urls["api"]
+    assert granted("https://evil.example") is None
+
+
+def test_the_banner_shows_the_new_routes_with_examples(dev_stack: Any) -> None:
+    _, urls = dev_stack
+    banner = urls["banner"]
+
+    for route in ("GET /v1/models", "POST /v1/embeddings", "POST /v1/responses", "GET /v1/models/{model}"):
+        assert route in banner
+    for example in ("client.models.list()", "client.embeddings.create(", "client.responses.create("):
+        assert example in banner
+
+
+def test_malformed_http_to_the_dev_stacks_api_gets_json_not_a_traceback(dev_stack: Any) -> None:
+    _, urls = dev_stack
+    host, port = urls["api"].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = response.read()
+
+    assert response.status == 400
+    assert json.loads(body) == {"message": "Content-Length must be one non-negative whole number"}
+
+
+# Last: it stops the module's stack.
 def test_ctrl_c_stops_the_whole_stack_cleanly(dev_stack: Any) -> None:
     process, _ = dev_stack
 
