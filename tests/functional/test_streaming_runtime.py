@@ -342,8 +342,9 @@ def test_the_wrapper_script_starts_the_streaming_loop_as_lambda_would(identity_p
     assert BOOTSTRAP.read_text().startswith("#!/bin/sh\n")
     assert os.access(BOOTSTRAP, os.X_OK), "stream-bootstrap must be executable (git update-index --chmod=+x)"
     standin.chunk_delay = PACING
-    # Lambda runs: $AWS_LAMBDA_EXEC_WRAPPER <interpreter> <the runtime's own arguments>.
-    argv = [str(BOOTSTRAP), sys.executable, "-m", "awslambdaric", "behest_lambda.stream_handler.handler"]
+    # Lambda runs: $AWS_LAMBDA_EXEC_WRAPPER /var/lang/bin/python3.13 /var/runtime/bootstrap.py; here with this
+    # interpreter, anywhere (test_stream_runtime_bootstrap.py passes the exact paths, in a mount namespace).
+    argv = [str(BOOTSTRAP), sys.executable, "/var/runtime/bootstrap.py"]
     with RuntimeEmulator() as emulator:
         process = RuntimeProcess(emulator, function_env(identity_provider, standin), tmp_path / "runtime.log", argv)
         try:
