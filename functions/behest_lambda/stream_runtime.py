@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, MutableMapping, Optional, Protocol
 
 from . import settings as names
-from .errors import BehestLambdaError
+from .errors import BehestLambdaError, sse_error_event
 
 if TYPE_CHECKING:  # imported by main(), once the Python path is Lambda's: it may come from a layer
     from .telemetry import Telemetry
@@ -249,7 +249,7 @@ def pump(body: Answer, write: Callable[[bytes], None]) -> Optional[BaseException
                 break
             except Exception as e:  # noqa: BLE001 - after the first byte only an error event and trailers can say it
                 shown = e if isinstance(e, BehestLambdaError) else BehestLambdaError("the relay failed mid-stream")
-                write(_sse_error_event(shown))
+                write(sse_error_event(shown))
                 return e
             if part:
                 write(part)
@@ -257,15 +257,6 @@ def pump(body: Answer, write: Callable[[bytes], None]) -> Optional[BaseException
         body.close()
     failure = getattr(body, "failure", None)
     return failure if isinstance(failure, BaseException) else None
-
-
-def _sse_error_event(error: BehestLambdaError) -> bytes:
-    try:
-        from .errors import sse_error_event  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:  # where errors.py does not have it yet
-        from .relay import sse_error_event
-    event: bytes = sse_error_event(error)
-    return event
 
 
 def response_timeout(context: InvocationContext) -> float:

@@ -22,8 +22,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional
 import pytest
 
 from behest_lambda import stream_runtime
-from behest_lambda.errors import BehestLambdaError, UnauthenticatedError, UpstreamError
-from behest_lambda.relay import sse_error_event
+from behest_lambda.errors import BehestLambdaError, UnauthenticatedError, UpstreamError, sse_error_event
 from behest_lambda.stream_runtime import RuntimeApi, serve
 from tests.runtime_emulator import FUNCTION_ARN, RecordedResponse, RuntimeEmulator
 

@@ -23,8 +23,8 @@ import jwt
 import openai
 import pytest
 
-from behest_lambda.errors import UpstreamError
-from behest_lambda.relay import sse_error_event, sse_events
+from behest_lambda.errors import UpstreamError, sse_error_event
+from behest_lambda.relay import sse_events
 from behest_lambda.stream_handler import AnswerBody, StreamFunction
 from behest_lambda.stream_runtime import RuntimeApi, serve
 from devstack.behest_standin import Fault, StandinGateway
