@@ -90,6 +90,7 @@ def record_usage(telemetry: Telemetry, meter: UsageMeter, outcome: str, failure:
         return
     # Low-cardinality dimensions only: the route and the model Behest answered with (never the user).
     model = meter.model or meter.model_requested or "default"
+    telemetry.metric("Relayed")  # the alarms' denominator (upstream error rate)
     telemetry.metric("Requests", route=meter.route, model=model)
     for name, value in (("InputTokens", meter.input_tokens), ("OutputTokens", meter.output_tokens)):
         if value:

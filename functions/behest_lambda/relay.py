@@ -284,6 +284,7 @@ class Relay:
             events = relayed_events(stream_chunks(response, deadline, self._clock), meter,
                                     drop_usage_chunk=not call.client_wants_usage)
             return RelayAnswer(200, client_headers, events, stream=True, meter=meter)
+        meter.first_byte()
         body = read_within(response, deadline, self._clock)
         document = _json_object(body)
         if document is None:
@@ -394,6 +395,7 @@ def _documents(event: bytes) -> list[Any]:
 def relayed_events(chunks: Iterator[bytes], meter: UsageMeter, *, drop_usage_chunk: bool) -> Iterator[bytes]:
     """Behest's events as they come, each metered; the usage-only chat chunk is dropped when the client did not ask."""
     for event, documents in sse_events(chunks):
+        meter.first_byte()
         for document in documents:
             meter.observe(document)
         if drop_usage_chunk and any(_is_usage_only_chunk(d) for d in documents):
