@@ -246,6 +246,26 @@ def test_a_reset_mid_stream_ends_with_an_error_event_and_a_clean_end(runtime: Ru
     assert (warning["level"], warning["code"]) == ("WARNING", "upstream_error")
 
 
+def test_a_stream_still_running_near_the_deadline_ends_cleanly_before_lambda_would_cut_it(
+    runtime: RuntimeProcess, emulator: RuntimeEmulator, identity_provider: LocalIdentityProvider,
+    standin: StandinGateway,
+) -> None:
+    # A 3 s invocation and a Behest that never ends (BEHEST_UPSTREAM_TIMEOUT is 5 s here): the deadline decides.
+    standin.inject(Fault("endless", seconds=0.05, path="chat"))
+
+    request_id = emulator.queue(chat_event(identity_provider), timeout_ms=3_000)
+    response = emulator.response(request_id, timeout=STARTUP_TIMEOUT)
+    ended_at = response.chunks[-1].at
+
+    handed_out = emulator.handed_out_at(request_id)
+    assert handed_out is not None and ended_at - handed_out < 3.0, "the stream ran into the deadline"
+    assert response.prelude()["statusCode"] == 200 and len(response.chunks) > 2
+    last = sse_data(response.chunks[-1].data)[-1]
+    assert "error" in last, last
+    assert response.trailers == {}  # a clean end: no function error
+    assert wait_for_record(runtime, "stream ended with an error event")["level"] == "WARNING"
+
+
 def wait_for_record(runtime: RuntimeProcess, message: str, timeout: float = 5.0) -> dict[str, Any]:
     """The runtime's first log record with this message (the process writes it just after answering)."""
     deadline = time.monotonic() + timeout
