@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # imported by main(), once the Python path is Lambda's: it ma
     from .telemetry import Telemetry
 
 API_VERSION = "2018-06-01"
-SERVICE = "behest-chat-stream"
+SERVICE = "behest-stream"  # POWERTOOLS_SERVICE_NAME in the template wins
 HTTP_INTEGRATION_RESPONSE = "application/vnd.awslambda.http-integration-response"
 PRELUDE_DELIMITER = b"\0" * 8
 ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
