@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from devstack.behest_standin import StandinGateway
+from devstack.standin import StandinGateway
 from tests.reliability.suite import API_KEY
 from tests.support import KID, PROJECT_ID, ROTATED_KID, TENANT_ID, public_key
 

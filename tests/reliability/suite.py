@@ -1,4 +1,4 @@
-"""What the reliability tests share: short/long sizes, events for a given user, answers' bodies."""
+"""What the reliability tests share: short/long sizes, events for a given user, answers' bodies, a relay on test parts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ from typing import Any, Optional
 
 import pytest
 
+from behest_lambda.app import Service
+from behest_lambda.cores import relay_core
+from behest_lambda.relay import Relay
+from behest_lambda.routes import HTTP_API, RELAY_FUNCTION, routes_for
+from behest_lambda.settings import Settings
+from behest_lambda.telemetry import Telemetry
 from tests.support import load_event
 
 API_KEY = "behest_sk_live_reliability_suite"
@@ -31,3 +37,11 @@ def event_for(name: str, user: str = "user-42", *, body: Optional[Any] = None, *
 
 def body_of(response: dict[str, Any]) -> Any:
     return json.loads(response["body"])
+
+
+def relay_service(settings: Settings, relay: Relay, telemetry: Telemetry) -> Service:
+    """The RelayFunction's service (every relayed route of the HTTP API) around a given relay (say, one whose
+    `send` records Behest's responses)."""
+    routes = routes_for(HTTP_API, RELAY_FUNCTION)
+    return Service(settings, telemetry, routes, HTTP_API,
+                   {route.core: relay_core(route.core, relay, settings.relay, telemetry) for route in routes})

@@ -1,6 +1,6 @@
 """A key rotation while containers mint and relay non-stop: moto's Secrets Manager, the real clock, real threads.
 
-Each "container" is its own TokenFunction or RelayFunction with its own key cache (BEHEST_KEY_CACHE_TTL
+Each "container" is its own TokenFunction or RelayFunction service with its own key cache (BEHEST_KEY_CACHE_TTL
 shortened so a rotation lands within the run); two threads per container check the cache is thread-safe.
 The new public key is registered with the stand-in gateway before the secret is written, as the README's
 rotation procedure says, and every token minted in the run is verified at the end by the gateway's checks.
@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto.server import ThreadedMotoServer
 
-from behest_lambda.relay_handler import RelayFunction
-from behest_lambda.token_handler import TokenFunction
-from devstack.behest_standin import StandinGateway
+from behest_lambda.app import Service
+from behest_lambda.routes import RELAY_FUNCTION, TOKEN_FUNCTION
+from devstack.standin import StandinGateway
 from tests.figures import Figures
 from tests.reliability.suite import body_of, event_for, sized
 from tests.support import KID, PROJECT_ID, ROTATED_KID, TENANT_ID, CapturedTelemetry, key_pem
@@ -94,14 +94,14 @@ def test_mints_and_relays_pick_up_each_rotation_within_the_cache_ttl_with_zero_f
     env = {"BEHEST_KEY_SECRET_ID": arn, "BEHEST_SECRETS_EXTENSION": "off", "BEHEST_KEY_CACHE_TTL": str(size.cache_ttl),
            "BEHEST_BASE_URL": clean_standin.url, "BEHEST_UPSTREAM_TIMEOUT": "10"}
     telemetry = CapturedTelemetry()
-    token_containers = [TokenFunction.from_env(telemetry, env) for _ in range(size.token_containers)]
-    relay_containers = [RelayFunction.from_env(telemetry, env) for _ in range(size.relay_containers)]
+    token_containers = [Service.from_env(TOKEN_FUNCTION, telemetry, env) for _ in range(size.token_containers)]
+    relay_containers = [Service.from_env(RELAY_FUNCTION, telemetry, env) for _ in range(size.relay_containers)]
     rotations = new_keys(size.rotations)
     mints: list[Mint] = []
     relays: list[tuple[float, int]] = []
     stop = threading.Event()
 
-    def mint_forever(index: int, function: TokenFunction) -> None:
+    def mint_forever(index: int, function: Service) -> None:
         while not stop.is_set():
             started = time.monotonic()
             response = function.handle(event_for("token_mint"))
@@ -109,7 +109,7 @@ def test_mints_and_relays_pick_up_each_rotation_within_the_cache_ttl_with_zero_f
             mints.append(Mint(index, started, time.monotonic(), response["statusCode"],
                               kid_of(token) if token else None, token))
 
-    def relay_forever(function: RelayFunction) -> None:
+    def relay_forever(function: Service) -> None:
         while not stop.is_set():
             started = time.monotonic()
             relays.append((started, function.handle(event_for("chat_completion", body=HI))["statusCode"]))

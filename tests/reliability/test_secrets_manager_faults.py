@@ -16,13 +16,11 @@ from typing import Callable, Iterator
 import pytest
 
 from behest_lambda import key_source
+from behest_lambda.app import Service
 from behest_lambda.key_source import RETRY_INTERVAL, SecretKeySource
-from behest_lambda.mint import Minter
-from behest_lambda.relay import Relay
-from behest_lambda.relay_handler import RelayFunction
+from behest_lambda.routes import RELAY_FUNCTION, TOKEN_FUNCTION
 from behest_lambda.settings import Settings
-from behest_lambda.token_handler import TokenFunction
-from devstack.behest_standin import StandinGateway
+from devstack.standin import StandinGateway
 from tests.figures import Figures
 from tests.reliability.fake_secrets_manager import (
     ACCESS_DENIED,
@@ -103,12 +101,13 @@ def settings() -> Settings:
                               "BEHEST_KEY_CACHE_TTL": str(CACHE_TTL), "BEHEST_KEY_GRACE_PERIOD": str(GRACE)})
 
 
-def token_function(telemetry: CapturedTelemetry, clock: list[float]) -> TokenFunction:
+def token_function(telemetry: CapturedTelemetry, clock: list[float]) -> Service:
     config = settings()
-    return TokenFunction(config, Minter(config, SecretKeySource(config, telemetry, clock=lambda: clock[0])), telemetry)
+    secret_key = SecretKeySource(config.key, telemetry, clock=lambda: clock[0])
+    return Service.build(TOKEN_FUNCTION, config, telemetry, key_source=secret_key)
 
 
-def timed_mint(function: TokenFunction) -> tuple[int, dict[str, str], float]:
+def timed_mint(function: Service) -> tuple[int, dict[str, str], float]:
     started = time.monotonic()
     response = function.handle(event_for("token_mint"))
     return response["statusCode"], response["headers"], time.monotonic() - started
@@ -200,8 +199,8 @@ def test_the_relay_answers_503_with_retry_after_calling_no_one_then_recovers(
 ) -> None:
     config = Settings.from_env({"BEHEST_KEY_SECRET_ID": ARN, "BEHEST_SECRETS_EXTENSION": "off",
                                 "BEHEST_BASE_URL": clean_standin.url})
-    minter = Minter(config, SecretKeySource(config, telemetry, clock=lambda: clock[0]))
-    relay = RelayFunction(config, Relay(config, minter), telemetry)
+    secret_key = SecretKeySource(config.key, telemetry, clock=lambda: clock[0])
+    relay = Service.build(RELAY_FUNCTION, config, telemetry, key_source=secret_key)
     secrets_manager.fault = THROTTLED
 
     refused = relay.handle(event_for("chat_completion"))

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from behest_lambda.relay_handler import RelayFunction
-from behest_lambda.token_handler import TokenFunction
-from devstack.behest_standin import StandinGateway
+from behest_lambda.app import Service
+from behest_lambda.routes import RELAY_FUNCTION, TOKEN_FUNCTION
+from devstack.standin import StandinGateway
 from tests.figures import Figures
 from tests.reliability.suite import body_of, event_for, sized
 from tests.support import AUDIENCE, ISSUER, KID, PROJECT_ID, TENANT_ID, CapturedTelemetry, public_key, sign_env
@@ -105,7 +105,7 @@ def test_identity_and_tier_anywhere_but_the_verified_claims_are_ignored_by_the_t
     event = verified_event("token_mint")
     spoof(event)
 
-    response = TokenFunction.from_env(telemetry, sign_env(**TIERS)).handle(event)
+    response = Service.from_env(TOKEN_FUNCTION, telemetry, sign_env(**TIERS)).handle(event)
 
     assert response["statusCode"] == 200
     assert_token_is_for_user_42(body_of(response)["token"])
@@ -121,7 +121,8 @@ def test_identity_and_tier_anywhere_but_the_verified_claims_are_ignored_by_the_r
     if spoof is all_at_once:
         with_openai_user_fields(event)
 
-    response = RelayFunction.from_env(telemetry, sign_env(BEHEST_BASE_URL=clean_standin.url, **TIERS)).handle(event)
+    env = sign_env(BEHEST_BASE_URL=clean_standin.url, **TIERS)
+    response = Service.from_env(RELAY_FUNCTION, telemetry, env).handle(event)
 
     assert response["statusCode"] == 200
     assert body_of(response)["choices"][0]["message"]["content"].startswith("Hello user-42!")
@@ -139,8 +140,8 @@ def test_without_verified_claims_every_spoof_at_once_gets_a_401_and_nothing_upst
     del event["requestContext"]["authorizer"]["jwt"]
 
     env = sign_env(BEHEST_BASE_URL=clean_standin.url, **TIERS)
-    function = TokenFunction.from_env(telemetry, env) if name == "token_mint" else RelayFunction.from_env(telemetry, env)
-    response = function.handle(event)
+    function = TOKEN_FUNCTION if name == "token_mint" else RELAY_FUNCTION
+    response = Service.from_env(function, telemetry, env).handle(event)
 
     assert response["statusCode"] == 401
     assert not clean_standin.requests
@@ -154,7 +155,7 @@ def test_without_verified_claims_every_spoof_at_once_gets_a_401_and_nothing_upst
 def test_every_token_is_rs256_under_the_configured_kid_with_a_unique_jti_and_sid(
     size: int, telemetry: CapturedTelemetry, figures: Figures,
 ) -> None:
-    function = TokenFunction.from_env(telemetry, sign_env())
+    function = Service.from_env(TOKEN_FUNCTION, telemetry, sign_env())
     event = event_for("token_mint")
     expected_header = base64.urlsafe_b64encode(
         json.dumps({"alg": "RS256", "kid": KID, "typ": "JWT"}, separators=(",", ":")).encode()).rstrip(b"=").decode()
@@ -187,7 +188,7 @@ def test_every_token_is_rs256_under_the_configured_kid_with_a_unique_jti_and_sid
 def test_any_requested_ttl_gives_a_lifetime_within_60_s_and_the_maximum_with_issuer_and_audience_right(
     requested: Any,
 ) -> None:
-    function = TokenFunction.from_env(CapturedTelemetry(), sign_env(BEHEST_MAX_TTL="3600", BEHEST_TTL="900",
+    function = Service.from_env(TOKEN_FUNCTION, CapturedTelemetry(), sign_env(BEHEST_MAX_TTL="3600", BEHEST_TTL="900",
                                                                     BEHEST_ISSUER="https://iss.example",
                                                                     BEHEST_AUDIENCE="behest-test"))
     before = int(time.time())
