@@ -20,11 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from behest_lambda import apigw
+from behest_lambda.app import Handler, Service, entry_point
 from behest_lambda.mint import SESSION_ID_PATTERN
-from behest_lambda.relay_handler import RelayFunction
-from behest_lambda.token_handler import TokenFunction
-from devstack.behest_standin import StandinGateway
+from behest_lambda.routes import RELAY_FUNCTION, TOKEN_FUNCTION
+from devstack.standin import StandinGateway
 from tests.figures import Figures
 from tests.reliability.suite import sized
 from tests.support import AUDIENCE, ISSUER, KID, CapturedTelemetry, FakeContext, load_event, public_key, sign_env
@@ -159,17 +158,26 @@ def events(base_name: str, bodies: st.SearchStrategy[dict[str, Any]], keys: list
 
 # --- invariants -------------------------------------------------------------------------------------------------
 
-def verified_user(event: Any) -> Optional[str]:
-    """The user the verified claims name, or None when they name no usable one."""
+def found_at(event: Any, *steps: str) -> Any:
+    """What the event holds under `steps`, or None where a step is missing or not an object."""
     node = event
-    for step in ("requestContext", "authorizer", "jwt", "claims"):
+    for step in steps:
         node = node.get(step) if isinstance(node, dict) else None
-    if not isinstance(node, dict):
-        return None
-    sub = node.get("sub")
-    if isinstance(sub, (int, float)) and not isinstance(sub, bool):
+    return node
+
+
+def verified_user(event: Any) -> Optional[str]:
+    """The user the verified claims name, or None when they name no usable one (a whole number counts, as text)."""
+    sub = found_at(event, "requestContext", "authorizer", "jwt", "claims", "sub")
+    if isinstance(sub, int) and not isinstance(sub, bool):
         sub = str(sub)
     return sub if isinstance(sub, str) and sub.strip() and len(sub) <= 256 else None
+
+
+def requested_path(event: Any) -> Any:
+    """The path the event asks for: rawPath, or the request context's when rawPath is not text."""
+    path = found_at(event, "rawPath")
+    return path if isinstance(path, str) else found_at(event, "requestContext", "http", "path")
 
 
 def check_answer(response: Any, telemetry: CapturedTelemetry, logged_before: int,
@@ -192,6 +200,12 @@ def check_answer(response: Any, telemetry: CapturedTelemetry, logged_before: int
         error = document["error"]
         assert all(isinstance(error[field], str) for field in ("message", "type", "code"))
     return status, document
+
+
+def lambda_handler(function: str, telemetry: CapturedTelemetry, env: dict[str, str]) -> Handler:
+    """The Lambda entry point of `function` as deployed, on the test's telemetry and environment."""
+    return entry_point(function, "fuzz", telemetry=telemetry,
+                       build=lambda name, built_for: Service.from_env(name, built_for, env))
 
 
 def run_fuzz(size: int, strategy: st.SearchStrategy[dict[str, Any]], check: Callable[[dict[str, Any]], int]) -> Counter[int]:
@@ -217,14 +231,15 @@ def histogram(statuses: Counter[int]) -> str:
 def test_no_event_or_body_makes_the_token_handler_fail_or_mint_for_anyone_else(size: int, figures: Figures) -> None:
     telemetry = CapturedTelemetry()
     env = sign_env(BEHEST_MAX_BODY_BYTES=str(MAX_BODY), BEHEST_TIER_CLAIM="plan", BEHEST_TIER_MAP="free=1,pro=2")
-    handler = apigw.entry_point(lambda t: TokenFunction.from_env(t, env), telemetry)
+    handler = lambda_handler(TOKEN_FUNCTION, telemetry, env)
     key = public_key("tenant")
     tokens = 0
 
     def check(event: dict[str, Any]) -> int:
         nonlocal tokens
         logged = len(telemetry.text())
-        status, document = check_answer(handler(event, FakeContext()), telemetry, logged)
+        response = handler(event, FakeContext())
+        status, document = check_answer(response, telemetry, logged)
         user = verified_user(event)
         if status == 200:
             assert user is not None and set(document) == {"token", "ttl", "sessionId", "expiresAt"}
@@ -233,10 +248,16 @@ def test_no_event_or_body_makes_the_token_handler_fail_or_mint_for_anyone_else(s
             assert claims["uid"] == user
             assert SESSION_ID_PATTERN.fullmatch(claims["sid"]) and claims["sid"] == document["sessionId"]
             assert 60 <= claims["exp"] - claims["iat"] <= 3600
-            assert claims.get("tier") is None or type(claims["tier"]) is int
+            assert claims.get("tier") is None or (type(claims["tier"]) is int and 0 <= claims["tier"] <= 100)
             tokens += 1
         else:
-            assert status in (400, 401, 405, 413)
+            assert status in (400, 401, 403, 404, 405, 413)
+            if status == 403:  # a verified tier claim outside BEHEST_TIER_MIN..BEHEST_TIER_MAX (0..100)
+                assert document["error"]["code"] == "tier_out_of_range"
+            if status == 404:  # the route table answers for the path asked, and the fuzz may have changed it
+                assert requested_path(event) != "/api/behest/token"
+            if status == 405:
+                assert response["headers"]["allow"] == "POST"
         return status
 
     statuses = run_fuzz(size, events("token_mint", token_body, ["ttl", "sessionId"]), check)
@@ -265,7 +286,7 @@ class StandinCrashes(logging.Handler):
 def relay_standin(standin: StandinGateway) -> Iterator[tuple[StandinGateway, StandinCrashes]]:
     # The stand-in is Python too: JSON nested near the recursion limit that the relay accepted can crash its
     # handler thread. That is an upstream fault, answered 502 — allowed, and counted, only when it happened.
-    logger = logging.getLogger("devstack.behest_standin")
+    logger = logging.getLogger("devstack.standin")
     crashes = StandinCrashes()
     level, propagate = logger.level, logger.propagate
     logger.setLevel(logging.DEBUG)
@@ -286,7 +307,7 @@ def test_no_event_or_body_makes_the_relay_fail_or_speak_for_anyone_else(
     telemetry = CapturedTelemetry()
     env = sign_env(BEHEST_BASE_URL=standin.url, BEHEST_MAX_BODY_BYTES=str(MAX_BODY), BEHEST_UPSTREAM_TIMEOUT="10",
                    BEHEST_ALLOWED_MODELS="m,gpt-4o", BEHEST_MAX_TOKENS="1000")
-    handler = apigw.entry_point(lambda t: RelayFunction.from_env(t, env), telemetry)
+    handler = lambda_handler(RELAY_FUNCTION, telemetry, env)
     forwarded = 0
 
     def check(event: dict[str, Any]) -> int:
@@ -304,6 +325,10 @@ def test_no_event_or_body_makes_the_relay_fail_or_speak_for_anyone_else(
             session = recorded.header("x-session-id") or ""
             assert SESSION_ID_PATTERN.fullmatch(session) and recorded.claims["sid"] == session
             forwarded += 1
+        if status == 404:
+            assert requested_path(event) != "/v1/chat/completions" and not upstream
+        if status == 405:
+            assert response["headers"]["allow"] == "POST"
         if status == 200:
             assert upstream and SESSION_ID_PATTERN.fullmatch(response["headers"]["x-session-id"])
             if document is None:
