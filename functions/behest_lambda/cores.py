@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Optional
 
 from .app import Core, Reply, json_reply
-from .caller_token import CallerTokenVerifier, bearer_token
 from .errors import BehestLambdaError, UpstreamError
 from .identity import Identity
 from .key_source import KeySource, key_source_for
@@ -33,6 +32,8 @@ def build_cores(names: set[str], settings: Settings, telemetry: Telemetry, *, ve
             cores[name] = relay_core(name, relay, settings.relay, telemetry)
     caller: Optional[Caller] = None
     if verify_callers:
+        from .caller_token import CallerTokenVerifier, bearer_token  # the streaming function's alone
+
         verifier = CallerTokenVerifier.from_settings(settings.caller, telemetry)
 
         def caller(request: Request) -> Mapping[str, Any]:
