@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterator, Mapping
 
 import pytest
 
-from devstack.behest_standin import StandinGateway
 from devstack.identity_provider import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
+from devstack.standin import StandinGateway
 from devstack.stream_url import StreamFunctionUrl
 
 ECHO = b'{"user": "ada", "plan": "pro"}'
