@@ -146,7 +146,7 @@ class LocalStack:
         from behest_lambda.stream_handler import StreamFunction
         from behest_lambda.telemetry import Telemetry
 
-        function = StreamFunction.from_env(Telemetry("behest-chat-stream"))
+        function = StreamFunction.from_env(Telemetry("behest-stream"))
         self.stream = StreamFunctionUrl(function, port=self.ports.stream,
                                         allowed_origins=self.api.allowed_origins).start()
         self._stops.append(self.stream.stop)

@@ -56,7 +56,10 @@ class UsageMeter:
     def _usage(self, usage: dict[str, Any]) -> None:
         # Chat and embeddings say prompt/completion; the Responses API says input/output.
         self.input_tokens = _count(usage, "prompt_tokens", "input_tokens")
+        # Embeddings report no output: zero of them, so that per-user sums add up.
         self.output_tokens = _count(usage, "completion_tokens", "output_tokens")
+        if self.output_tokens is None and self.input_tokens is not None:
+            self.output_tokens = 0
         details_in = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
         details_out = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
         self.cached_tokens = _count(details_in, "cached_tokens") if isinstance(details_in, dict) else None
