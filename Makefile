@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: test lint bench dev clean browser
+.PHONY: test lint bench dev clean browser node-clients
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $@
 
 ## make test: unit, functional and end-to-end tests (loopback only)
-test: $(STAMP) browser
+test: $(STAMP) browser node-clients
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The browser test drives Debian's Chromium through chromedriver; installed here when missing.
@@ -24,6 +24,18 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else \
 		echo "note: the browser test needs chromium + chromedriver (Debian: apt-get install chromium chromium-driver)"; \
+	fi
+
+# The Node client tests drive openai-node and the Vercel AI SDK at the versions tests/node/package-lock.json pins;
+# installed here when node_modules is missing or older than the lock file.
+NODE_CLIENTS := tests/node
+node-clients:
+	@if ! command -v npm >/dev/null; then \
+		echo "note: the Node client tests need Node 20+ and npm; tests/functional/test_node_clients.py skips without them"; \
+	elif [ ! -d $(NODE_CLIENTS)/node_modules ] || [ $(NODE_CLIENTS)/package-lock.json -nt $(NODE_CLIENTS)/node_modules ]; then \
+		echo "installing the Node clients (npm ci --prefix $(NODE_CLIENTS))"; \
+		npm ci --prefix $(NODE_CLIENTS) --no-audit --no-fund --loglevel=error && touch $(NODE_CLIENTS)/node_modules \
+			|| { rm -rf $(NODE_CLIENTS)/node_modules; exit 1; }; \
 	fi
 
 ## make lint: ruff and mypy --strict on the functions

@@ -1,0 +1,257 @@
+"""openai-node and the Vercel AI SDK, as a Node app uses them, through `make dev`'s local API and local Function URL.
+
+`tests/node/clients.mjs` runs every scenario against both fronts in one Node process and prints one
+JSON line each (what the client got, what it sent, when); these tests read those lines and what the
+stand-in Behest recorded meanwhile. Clients and stand-in stamp times with the same wall clock, so a
+scenario's upstream requests are those received inside its time window, and a stream's arrival
+times compare with the moment the stand-in received the request. `make node-clients` installs the
+pinned npm packages (tests/node/package-lock.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import pytest
+
+from tests.dev_process import DevProcess
+from tests.support import ROOT
+
+NODE_DIR = ROOT / "tests" / "node"
+SCRIPT = NODE_DIR / "clients.mjs"
+CHUNK_DELAY = 0.03
+USER = "nadia"
+SPOOFED = "mallory"
+FRONTS = ["api", "stream"]
+RUN_TIMEOUT = 180
+LONG_PROMPT = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+SHORT_ANSWER = f"Hello {USER}! You said: hi there"
+LONG_ANSWER = f"Hello {USER}! You said: {LONG_PROMPT}"
+# Upstream requests each scenario makes: exactly these, once each (no SDK retries, nothing lost).
+UPSTREAM_CALLS = {
+    "openai.models.list": [("GET", "/v1/models"), ("GET", "/v1/models/behest-default")],
+    "openai.models.retrieve-unknown": [("GET", "/v1/models/no-such-model")],
+    "openai.embeddings.create": [("POST", "/v1/embeddings")],
+    "openai.responses.create": [("POST", "/v1/responses")],
+    "openai.responses.stream": [("POST", "/v1/responses")],
+    "openai.chat.stream": [("POST", "/v1/chat/completions")],
+    "openai.rate-limit.models": [("GET", "/v1/models")],
+    "openai.rate-limit.embeddings": [("POST", "/v1/embeddings")],
+    "openai.rate-limit.responses": [("POST", "/v1/responses")],
+    "openai.rate-limit.chat": [("POST", "/v1/chat/completions")],
+    "ai.responses.generateText": [("POST", "/v1/responses")],
+    "ai.responses.streamText": [("POST", "/v1/responses")],
+    "ai.chat.generateText": [("POST", "/v1/chat/completions")],
+    "ai.chat.streamText": [("POST", "/v1/chat/completions")],
+    "ai.rate-limit.responses": [("POST", "/v1/responses")],
+    "ai.rate-limit.chat": [("POST", "/v1/chat/completions")],
+    "ai.rate-limit.responses-stream": [("POST", "/v1/responses")],
+}
+STREAMS = {  # scenario → the arrival type that carries text
+    "openai.responses.stream": "response.output_text.delta",
+    "openai.chat.stream": "chunk",
+    "ai.responses.streamText": "text-delta",
+    "ai.chat.streamText": "text-delta",
+}
+SPOOFING = ["openai.embeddings.create", "openai.responses.create", "openai.responses.stream", "openai.chat.stream",
+            "ai.responses.generateText", "ai.responses.streamText", "ai.chat.generateText", "ai.chat.streamText"]
+
+
+def node_clients_missing() -> Optional[str]:
+    """Why the Node clients cannot run here, or None when they can."""
+    if shutil.which("node") is None:
+        return "node is not installed: the Node client tests need Node 20+ and npm (then `make node-clients`)"
+    if not (NODE_DIR / "node_modules" / "openai").is_dir():
+        return "the Node clients are not installed: run `make node-clients` (needs npm)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(node_clients_missing() is not None, reason=str(node_clients_missing()))
+
+
+@dataclass(frozen=True)
+class NodeRun:
+    """Every scenario's result line, by (front, scenario), and every request the stand-in received."""
+
+    results: dict[tuple[str, str], dict[str, Any]]
+    upstream: list[dict[str, Any]]
+
+    def result(self, front: str, scenario: str) -> dict[str, Any]:
+        """A scenario's result; it fails the test when the client threw what the scenario did not expect."""
+        found = self.results[(front, scenario)]
+        assert found["ok"], found["error"]
+        return found
+
+    def upstream_of(self, result: dict[str, Any]) -> list[dict[str, Any]]:
+        """The requests the stand-in received while the scenario ran."""
+        return [r for r in self.upstream if result["started_at"] <= r["received_at"] <= result["ended_at"]]
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[NodeRun]:
+    dev = DevProcess(chunk_delay=CHUNK_DELAY)
+    try:
+        fronts = [arg for front in FRONTS for arg in ("--front", f"{front}={dev.urls[front]}")]
+        # The token goes in the environment: argv shows in any process list.
+        done = subprocess.run(["node", str(SCRIPT), *fronts, "--standin", dev.urls["behest"]],
+                              env={**os.environ, "NODE_CLIENTS_TOKEN": dev.identity_token(USER)},
+                              cwd=NODE_DIR, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = [json.loads(line) for line in done.stdout.splitlines()]
+        yield NodeRun({(r["front"], r["scenario"]): r for r in lines}, dev.standin_requests())
+    finally:
+        dev.stop()
+
+
+def test_every_scenario_ran_on_both_fronts(run: NodeRun) -> None:
+    assert set(run.results) == {(front, scenario) for front in FRONTS for scenario in UPSTREAM_CALLS}
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("scenario", sorted(UPSTREAM_CALLS))
+def test_the_stand_in_saw_each_call_once_for_the_verified_user(run: NodeRun, front: str, scenario: str) -> None:
+    upstream = run.upstream_of(run.results[(front, scenario)])
+
+    assert [(r["method"], r["path"]) for r in upstream] == UPSTREAM_CALLS[scenario]
+    assert all(r["claims"]["uid"] == USER for r in upstream)
+    assert all(r["body"]["user"] == USER for r in upstream if r["method"] == "POST")
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_openai_node_lists_and_retrieves_models(run: NodeRun, front: str) -> None:
+    result = run.result(front, "openai.models.list")
+
+    assert "behest-default" in result["ids"]
+    assert result["retrieved"] == {"id": result["ids"][0], "object": "model"}
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_an_unknown_model_is_a_typed_not_found_error_in_openai_node(run: NodeRun, front: str) -> None:
+    error = run.result(front, "openai.models.retrieve-unknown")["error"]
+
+    assert (error["class"], error["status"], error["code"]) == ("NotFoundError", 404, "model_not_found")
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_embeddings_in_openai_nodes_default_encoding_decode_to_floats(run: NodeRun, front: str) -> None:
+    result = run.result(front, "openai.embeddings.create")
+    upstream = run.upstream_of(result)[0]
+
+    # The SDK asked for base64 on its own and decoded the answer: the relay passed both through intact.
+    assert upstream["body"]["encoding_format"] == "base64"
+    assert (result["count"], result["dimensions"], result["all_finite_numbers"]) == (1, 16, True)
+    assert result["prompt_tokens"] == 2
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_whole_response_comes_back_to_openai_node_with_policy_applied(run: NodeRun, front: str) -> None:
+    result = run.result(front, "openai.responses.create")
+    sent = run.upstream_of(result)[0]["body"]
+
+    assert (result["output_text"], result["status"]) == (SHORT_ANSWER, "completed")
+    assert result["usage"]["input_tokens"] == 2 and result["usage"]["output_tokens"] == 6
+    assert (sent["user"], sent["safety_identifier"], sent["max_output_tokens"]) == (USER, USER, 4096)
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("scenario", sorted(STREAMS))
+def test_every_stream_carries_the_whole_answer(run: NodeRun, front: str, scenario: str) -> None:
+    result = run.result(front, scenario)
+
+    assert result["text"] == LONG_ANSWER
+    assert result.get("error") is None
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_openai_node_reads_a_responses_stream_as_named_events(run: NodeRun, front: str) -> None:
+    kinds = [a["type"] for a in run.result(front, "openai.responses.stream")["arrivals"]]
+
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert kinds.count("response.output_text.delta") == len(LONG_ANSWER.split(" "))
+
+
+@pytest.mark.parametrize("scenario", sorted(STREAMS))
+def test_the_first_delta_reaches_the_client_before_the_stand_in_sends_its_last_on_the_function_url(
+    run: NodeRun, scenario: str,
+) -> None:
+    result = run.result("stream", scenario)
+    deltas = text_arrivals(result, STREAMS[scenario])
+
+    # The stand-in pauses CHUNK_DELAY between frames and sends at least one frame after the last delta,
+    # so it cannot send its last frame before this moment; a client holding a delta then got it live.
+    last_sent_earliest = run.upstream_of(result)[0]["received_at"] + len(deltas) * CHUNK_DELAY
+    assert deltas[0] < last_sent_earliest
+    assert deltas[-1] - deltas[0] >= (len(deltas) - 1) * CHUNK_DELAY * 0.5
+
+
+@pytest.mark.parametrize("scenario", sorted(STREAMS))
+def test_the_http_api_delivers_a_stream_only_once_the_stand_in_has_sent_it_all(run: NodeRun, scenario: str) -> None:
+    result = run.result("api", scenario)
+    deltas = text_arrivals(result, STREAMS[scenario])
+
+    # An HTTP API buffers: nothing reaches the client before the stand-in's last frame.
+    assert deltas[0] >= run.upstream_of(result)[0]["received_at"] + (len(deltas) - 1) * CHUNK_DELAY
+    assert deltas[-1] - deltas[0] < 0.05
+
+
+def text_arrivals(result: dict[str, Any], kind: str) -> list[float]:
+    """When each piece of text reached the client (epoch seconds)."""
+    arrivals = [a["at"] for a in result["arrivals"] if a["type"] == kind and a["delta"]]
+    assert len(arrivals) == len(LONG_ANSWER.split(" "))
+    return arrivals
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("route", ["models", "embeddings", "responses", "chat"])
+def test_an_upstream_429_reaches_openai_node_as_a_rate_limit_error_with_its_retry_after(
+    run: NodeRun, front: str, route: str,
+) -> None:
+    error = run.result(front, f"openai.rate-limit.{route}")["error"]
+
+    assert (error["class"], error["status"], error["retry_after"]) == ("RateLimitError", 429, "7")
+    assert error["type"] == "rate_limit_error"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("scenario", ["ai.rate-limit.responses", "ai.rate-limit.chat", "ai.rate-limit.responses-stream"])
+def test_an_upstream_429_reaches_the_ai_sdk_as_an_api_call_error_with_status_429(
+    run: NodeRun, front: str, scenario: str,
+) -> None:
+    error = run.result(front, scenario)["error"]
+
+    assert (error["class"], error["ai_sdk_api_call_error"], error["status"]) == ("APICallError", True, 429)
+    assert (error["retry_after"], error["is_retryable"]) == ("7", True)
+    assert set(error["body"]["error"]) == {"message", "type", "code"}
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize(("scenario", "path"), [("ai.responses.generateText", "/v1/responses"),
+                                                ("ai.chat.generateText", "/v1/chat/completions")])
+def test_the_ai_sdk_generates_text_with_its_default_responses_model_and_its_chat_model(
+    run: NodeRun, front: str, scenario: str, path: str,
+) -> None:
+    result = run.result(front, scenario)
+
+    assert (result["text"], result["finish_reason"]) == (SHORT_ANSWER, "stop")
+    assert (result["usage"]["inputTokens"], result["usage"]["outputTokens"]) == (2, 6)
+    assert [s["path"] for s in result["sent"]] == [path]
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("scenario", SPOOFING)
+def test_a_spoofed_user_leaves_the_client_and_the_verified_one_reaches_behest(
+    run: NodeRun, front: str, scenario: str,
+) -> None:
+    result = run.result(front, scenario)
+    [sent] = result["sent"]
+    [upstream] = run.upstream_of(result)
+
+    assert sent["user"] == SPOOFED
+    assert upstream["body"]["user"] == USER
+    if sent["safety_identifier"] is not None:
+        assert upstream["body"]["safety_identifier"] == USER
