@@ -4,6 +4,7 @@ and no call outlives its timeout (elapsed is measured against BEHEST_UPSTREAM_TI
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import socket
 import threading
@@ -13,12 +14,17 @@ from typing import Any, Optional
 
 import pytest
 
-from behest_lambda.relay_handler import RelayFunction
-from behest_lambda.token_handler import TokenFunction
-from devstack.behest_standin import Fault, StandinGateway
+from behest_lambda.app import Service
+from behest_lambda.key_source import key_source_for
+from behest_lambda.mint import Minter
+from behest_lambda.relay import Relay
+from behest_lambda.routes import RELAY_FUNCTION, TOKEN_FUNCTION
+from behest_lambda.settings import Settings
+from behest_lambda.upstream import open_request
+from devstack.standin import Fault, StandinGateway
 from tests.figures import Figures
 from tests.log_hygiene import TOKEN
-from tests.reliability.suite import API_KEY, event_for
+from tests.reliability.suite import API_KEY, event_for, relay_service
 from tests.support import CapturedTelemetry, sign_env
 
 TOPIC = "Upstream faults (stand-in Behest)"
@@ -48,6 +54,9 @@ CASES = [
     Case("429 Retry-After 7", Fault("status", status=429, retry_after=7, path="chat"), 429, "rate_limited",
          retry_after="7"),
     *[Case(f"{s} from Behest", Fault("status", status=s, path="chat"), 502, "upstream_error") for s in (500, 502, 503, 504)],
+    # A 503 that says when to come back is passed on as it is, so clients back off instead of retrying at once.
+    Case("503 Retry-After 2", Fault("status", status=503, retry_after=2, path="chat"), 503, "server_error",
+         retry_after="2"),
     Case("503 on a stream", Fault("status", status=503, path="chat"), 502, "upstream_error", stream=True),
     Case("slow but in time (0.3 s)", Fault("delay", seconds=0.3, path="chat"), 200),
     Case("slow past the timeout", Fault("delay", seconds=5, path="chat"), 504, "upstream_timeout",
@@ -89,9 +98,9 @@ def routes(standin: StandinGateway) -> dict[str, Any]:
               "BEHEST_MINT_TIMEOUT": str(MINT_TIMEOUT)}
     api_key = {"BEHEST_KEY": API_KEY, "BEHEST_KID": "", "BEHEST_TENANT_ID": "", "BEHEST_PROJECT_ID": "", **common}
     return {
-        "relay": RelayFunction.from_env(telemetry, sign_env(**common)),
-        "relay-api-key": RelayFunction.from_env(telemetry, sign_env(**api_key)),
-        "token-api-key": TokenFunction.from_env(telemetry, sign_env(**api_key)),
+        "relay": Service.from_env(RELAY_FUNCTION, telemetry, sign_env(**common)),
+        "relay-api-key": Service.from_env(RELAY_FUNCTION, telemetry, sign_env(**api_key)),
+        "token-api-key": Service.from_env(TOKEN_FUNCTION, telemetry, sign_env(**api_key)),
     }
 
 
@@ -159,6 +168,49 @@ def test_each_upstream_fault_gets_its_documented_answer_within_the_timeout(
                    f" → {outcome:<48} {timing}")
 
 
+BREAKS = {
+    "garbage event": Fault("garbage", path="chat"),
+    "reset mid-stream": Fault("reset_after", chunks=2, path="chat"),
+    "never-ending stream": Fault("endless", seconds=0.05, path="chat"),
+}
+
+
+@pytest.mark.parametrize("front", ["HTTP API", "Function URL"])
+@pytest.mark.parametrize("fault", BREAKS.values(), ids=BREAKS.keys())
+def test_a_stream_that_breaks_off_has_closed_behests_connection_by_the_time_the_answer_ends(
+    fault: Fault, front: str, clean_standin: StandinGateway,
+) -> None:
+    config = Settings.from_env(sign_env(BEHEST_BASE_URL=clean_standin.url,
+                                        BEHEST_UPSTREAM_TIMEOUT=str(UPSTREAM_TIMEOUT)))
+    telemetry = CapturedTelemetry()
+    opened: list[Any] = []
+
+    def send(*args: Any) -> Any:
+        response = open_request(*args)
+        opened.append(response)
+        return response
+
+    relay = Relay(config.relay, Minter(config.mint, key_source_for(config.key, telemetry)), send=send)
+    service = relay_service(config, relay, telemetry)
+    clean_standin.inject(fault)
+    event = event_for("chat_completion", body={"messages": HI, "stream": True})
+
+    gc.disable()  # closed by the relay itself, not by a garbage collection that happens to run in between
+    try:
+        if front == "HTTP API":
+            body = text_of(service.handle(event))
+        else:
+            _, answer = service.respond(event)
+            body = b"".join(answer).decode()
+        closed = [response.isclosed() for response in opened]
+    finally:
+        gc.enable()
+
+    assert json.loads(sse_events(body)[-1].removeprefix("data: "))["error"]["code"] in ("upstream_error",
+                                                                                       "upstream_timeout")
+    assert closed == [True]
+
+
 class StallingErrorServer:
     """Answers every request 500 at once, sends one body byte after `first_byte_after` seconds, then stalls."""
 
@@ -197,11 +249,11 @@ def test_an_error_answer_whose_body_stalls_is_cut_at_the_deadline_not_a_socket_t
     env = {"BEHEST_BASE_URL": server.url, "BEHEST_UPSTREAM_TIMEOUT": str(timeout), "BEHEST_MINT_TIMEOUT": str(timeout)}
     try:
         if route == "relay":
-            function: Any = RelayFunction.from_env(CapturedTelemetry(), sign_env(**env))
+            function: Any = Service.from_env(RELAY_FUNCTION, CapturedTelemetry(), sign_env(**env))
             event = event_for("chat_completion", body={"messages": HI})
         else:
             api_key = {"BEHEST_KEY": API_KEY, "BEHEST_KID": "", "BEHEST_TENANT_ID": "", "BEHEST_PROJECT_ID": ""}
-            function = TokenFunction.from_env(CapturedTelemetry(), sign_env(**env, **api_key))
+            function = Service.from_env(TOKEN_FUNCTION, CapturedTelemetry(), sign_env(**env, **api_key))
             event = event_for("token_mint")
 
         response, elapsed = handle_within(function, event, timeout + 4)
