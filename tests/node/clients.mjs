@@ -4,7 +4,7 @@
 //       --standin <stand-in Behest url> [scenario ...]
 //
 // The token comes from the environment, not argv, so that it never shows in a process list.
-// Every line: {front, scenario, ok, started_at, ended_at, ...what the client saw}; times are epoch
+// Every line: {front, scenario, ok, started_at, ended_at, sent (what the SDK sent), ...what it got}; times are epoch
 // seconds on the wall clock, the clock the stand-in records `received_at` with, so the caller can
 // match each scenario to the upstream requests it caused and tell when a stream's events arrived.
 // A scenario that expects an error reports it under `error`; `ok` is false only when the client
