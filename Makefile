@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: test lint bench dev clean browser node-clients
+.PHONY: test lint bench dev clean browser integration node-clients
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 ## make test: unit, functional and end-to-end tests (loopback only)
 test: $(STAMP) browser node-clients
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make integration: the post-deploy check; against the stack STACK_NAME names (AWS credentials and
+## BEHEST_TEST_ID_TOKEN from the environment), else against make dev's stack (BEHEST_INTEGRATION_TARGET=local|deployed)
+integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 # The browser test drives Debian's Chromium through chromedriver; installed here when missing.
 browser:
