@@ -72,7 +72,7 @@ class RelayAnswer:
 # Policy: one function per route, request → UpstreamCall.
 
 def chat_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
-    """Chat completions: messages checked, model allowlist, n and max_tokens ceilings, `user` = the verified id."""
+    """Chat completions: messages checked, model allowlist, n and max_tokens ceilings, `user` and `safety_identifier` set."""
     body = _body(request, "chat-completions")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -88,7 +88,8 @@ def chat_call(request: Request, identity: Identity, settings: RelaySettings) -> 
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= settings.max_n):
         raise InvalidRequestError(f"n must be a whole number from 1 to {settings.max_n}", code="n_too_large")
     rewritten = dict(body)
-    rewritten["user"] = identity.user_id
+    # `safety_identifier` supersedes `user` in OpenAI's chat API: both are the verified user.
+    rewritten["user"] = rewritten["safety_identifier"] = identity.user_id
     _cap(rewritten, ("max_tokens", "max_completion_tokens"), settings.max_tokens)
     client_wants_usage = True
     if stream:

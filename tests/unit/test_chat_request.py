@@ -34,6 +34,13 @@ def test_the_user_field_is_always_the_verified_user() -> None:
     assert request({"messages": MESSAGES}).body["user"] == "user-42"
 
 
+def test_a_spoofed_safety_identifier_is_replaced_by_the_verified_user() -> None:
+    # OpenAI's chat API takes safety_identifier too, and it supersedes `user` (the AI SDK sends it).
+    body = request({"messages": MESSAGES, "safety_identifier": "mallory"}).body
+
+    assert (body["user"], body["safety_identifier"]) == ("user-42", "user-42")
+
+
 def test_unknown_fields_pass_through_untouched_and_the_input_is_not_mutated() -> None:
     body = {"messages": MESSAGES, "temperature": 0.2, "tools": [{"type": "function"}], "stream_options": {"a": 1}}
 
