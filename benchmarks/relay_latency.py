@@ -16,9 +16,13 @@ from typing import Any, Callable
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from behest_lambda.relay_handler import RelayFunction
+from behest_lambda.app import Service
+from behest_lambda.key_source import key_source_for
+from behest_lambda.mint import Minter
+from behest_lambda.routes import RELAY_FUNCTION
+from behest_lambda.settings import Settings
 from behest_lambda.telemetry import Telemetry
-from devstack.behest_standin import StandinGateway
+from devstack.standin import StandinGateway
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -35,13 +39,15 @@ def run(requests: int = 400) -> dict[str, dict[str, float]]:
         standin.register_key("sk_bench", load_pem_public_key((ROOT / "tests" / "keys" / "tenant_public.pem").read_bytes()))
         env = {"BEHEST_KEY": "behest_pk_" + pem, "BEHEST_KID": "sk_bench", "BEHEST_TENANT_ID": "t",
                "BEHEST_PROJECT_ID": "p", "BEHEST_BASE_URL": standin.url}
-        function = RelayFunction.from_env(Telemetry("bench", stream=sink), env)
+        telemetry = Telemetry("bench", stream=sink)
+        function = Service.from_env(RELAY_FUNCTION, telemetry, env)
         standin.register_api_key("behest_sk_live_bench", "t", "p")
-        api_key_function = RelayFunction.from_env(
-            Telemetry("bench", stream=sink), {"BEHEST_KEY": "behest_sk_live_bench", "BEHEST_BASE_URL": standin.url}
+        api_key_function = Service.from_env(
+            RELAY_FUNCTION, Telemetry("bench", stream=sink),
+            {"BEHEST_KEY": "behest_sk_live_bench", "BEHEST_BASE_URL": standin.url},
         )
         event = json.loads((ROOT / "events" / "chat_completion.json").read_text())
-        token = function.relay._minter.mint(_identity()).token
+        token = _minter(env, telemetry).mint(_identity()).token
 
         def direct(stream: bool) -> Callable[[], Any]:
             body = json.dumps({**BODY, "stream": stream}).encode()
@@ -54,7 +60,7 @@ def run(requests: int = 400) -> dict[str, dict[str, float]]:
 
             return call
 
-        def relayed(stream: bool, through: RelayFunction = function) -> Callable[[], Any]:
+        def relayed(stream: bool, through: Service = function) -> Callable[[], Any]:
             streamed = {**event, "body": json.dumps({**BODY, "stream": stream})}
 
             def call() -> Any:
@@ -85,6 +91,12 @@ def run(requests: int = 400) -> dict[str, dict[str, float]]:
             "direct_p99": percentile(direct_ms, 0.99), "relay_p99": percentile(relay_ms, 0.99),
         }
     return figures
+
+
+def _minter(env: dict[str, str], telemetry: Telemetry) -> Minter:
+    """A minter on the relay's own settings and key, for the direct calls' token."""
+    settings = Settings.from_env(env)
+    return Minter(settings.mint, key_source_for(settings.key, telemetry))
 
 
 def _identity() -> Any:

@@ -26,11 +26,15 @@ from typing import Any, Callable
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from behest_lambda.relay_handler import RelayFunction
+from behest_lambda.app import Service
+from behest_lambda.key_source import key_source_for
+from behest_lambda.mint import Minter
+from behest_lambda.routes import RELAY_FUNCTION
+from behest_lambda.settings import Settings
 from behest_lambda.stream_handler import StreamFunction
 from behest_lambda.telemetry import Telemetry
-from devstack.behest_standin import StandinGateway
 from devstack.identity_provider import LocalIdentityProvider
+from devstack.standin import StandinGateway
 from devstack.stream_url import StreamFunctionUrl
 from tests.runtime_emulator import RuntimeEmulator
 
@@ -93,13 +97,15 @@ def time_to_first_byte(rounds: int = 12, warmup: int = 2) -> dict[str, dict[str,
             open(os.devnull, "w") as sink, RuntimeEmulator() as emulator:
         standin.register_key(KID, load_pem_public_key((ROOT / "tests" / "keys" / "tenant_public.pem").read_bytes()))
         env = _env(standin, provider)
-        streaming = StreamFunction.from_env(Telemetry("bench", stream=sink), env)
-        buffered = RelayFunction.from_env(Telemetry("bench", stream=sink), env)
+        telemetry = Telemetry("bench", stream=sink)
+        streaming = StreamFunction.from_env(telemetry, env)
+        buffered = Service.from_env(RELAY_FUNCTION, Telemetry("bench", stream=sink), env)
         function_url = StreamFunctionUrl(streaming).start()
         runtime = subprocess.Popen([sys.executable, "-m", "behest_lambda.stream_runtime"], cwd=ROOT,
                                    env={**env, "AWS_LAMBDA_RUNTIME_API": emulator.address, "PYTHONPATH": str(FUNCTIONS)},
                                    stdout=subprocess.DEVNULL)
-        behest_token = streaming.relay._minter.mint(_bench_identity()).token
+        settings = Settings.from_env(env)
+        behest_token = Minter(settings.mint, key_source_for(settings.key, telemetry)).mint(_bench_identity()).token
         stream_body = json.dumps({"model": "m", "stream": True, "messages": MESSAGES}).encode()
         buffered_event = json.loads((ROOT / "events" / "chat_completion_stream.json").read_text())
         buffered_event["body"] = stream_body.decode()

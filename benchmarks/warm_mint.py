@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from behest_lambda.app import Service
+from behest_lambda.routes import TOKEN_FUNCTION
 from behest_lambda.telemetry import Telemetry
-from behest_lambda.token_handler import TokenFunction
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def run(blocks: int = 15, calls: int = 200) -> dict[str, float]:
     pem = (ROOT / "tests" / "keys" / "tenant_private.pem").read_text()
     env = {"BEHEST_KEY": "behest_pk_" + pem, "BEHEST_KID": "sk_bench", "BEHEST_TENANT_ID": "t", "BEHEST_PROJECT_ID": "p"}
     with open(os.devnull, "w") as sink:
-        function = TokenFunction.from_env(Telemetry("bench", stream=sink), env)
+        function = Service.from_env(TOKEN_FUNCTION, Telemetry("bench", stream=sink), env)
         event = json.loads((ROOT / "events" / "token_mint.json").read_text())
         key = load_pem_private_key(pem.encode(), password=None)
         # A message the size of a real token's signing input.
