@@ -99,7 +99,7 @@ def stack_outputs(stack: str) -> dict[str, str]:
 
     try:
         session = boto3.session.Session()
-        # Checked first so that a machine without credentials skips at once instead of signing nothing.
+        # Checked before any call: without credentials botocore would fail only when it came to sign one.
         if session.get_credentials() is None:
             raise TargetUnavailable(f"deployed target: no AWS credentials to read stack {stack}'s outputs "
                                     "(AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, …)")
