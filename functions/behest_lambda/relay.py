@@ -360,18 +360,24 @@ def sse_events(chunks: Iterator[bytes]) -> Iterator[tuple[bytes, list[Any]]]:
     `[DONE]`, or an event too large to be real; upstream failures pass through as they are.
     """
     pending = b""
-    for chunk in chunks:
-        pending += chunk
-        while True:
-            end = _EVENT_END.search(pending)
-            if end is None:
-                break
-            event, pending = pending[:end.end()], pending[end.end():]
-            yield event, _documents(event)
-        if len(pending) > MAX_EVENT_BYTES:
-            raise UpstreamError("Behest sent a stream event larger than the relay accepts")
-    if pending.strip():
-        yield pending, _documents(pending)
+    try:
+        for chunk in chunks:
+            pending += chunk
+            while True:
+                end = _EVENT_END.search(pending)
+                if end is None:
+                    break
+                event, pending = pending[:end.end()], pending[end.end():]
+                yield event, _documents(event)
+            if len(pending) > MAX_EVENT_BYTES:
+                raise UpstreamError("Behest sent a stream event larger than the relay accepts")
+        if pending.strip():
+            yield pending, _documents(pending)
+    finally:
+        # However the events end (a garbled one, the client gone), Behest's connection closes now, not at GC.
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _documents(event: bytes) -> list[Any]:

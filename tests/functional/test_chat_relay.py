@@ -58,9 +58,17 @@ class Stack:
             JwtAuthorizer(provider.issuer, [provider.audience], provider.jwks_url),
         ).start()
         self.provider = provider
+        self.clients: list[openai.OpenAI] = []
 
     def client(self, user: str = "user-42", **options: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.api.url + "/v1", api_key=self.provider.issue(user), max_retries=0, **options)
+        self.clients.append(openai.OpenAI(base_url=self.api.url + "/v1", api_key=self.provider.issue(user),
+                                          max_retries=0, **options))
+        return self.clients[-1]
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.api.stop()
 
     def async_client(self, user: str = "user-42") -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=self.api.url + "/v1", api_key=self.provider.issue(user), max_retries=0)
@@ -69,7 +77,7 @@ class Stack:
 def make_stack(provider: LocalIdentityProvider, standin: StandinGateway, **env: str) -> Iterator[Stack]:
     stack = Stack(provider, sign_env(BEHEST_BASE_URL=standin.url, BEHEST_UPSTREAM_TIMEOUT="1.5", **env))
     yield stack
-    stack.api.stop()
+    stack.stop()
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +205,7 @@ def test_an_unreachable_upstream_is_a_502(identity_provider: LocalIdentityProvid
         with pytest.raises(openai.APIStatusError) as caught:
             stack.client().chat.completions.create(messages=HI, model="m")
     finally:
-        stack.api.stop()
+        stack.stop()
 
     assert caught.value.status_code == 502
     assert "unreachable" in caught.value.message
