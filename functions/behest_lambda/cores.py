@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from .app import Core, Reply, json_reply
 from .errors import BehestLambdaError, UpstreamError
 from .identity import Identity
 from .key_source import KeySource, key_source_for
 from .mint import Minter, MintRequest
-from .relay import POLICIES, Relay, meter_for
 from .request import Request
 from .settings import RelaySettings, Settings
 from .telemetry import Telemetry
 from .usage import BROKEN, CLIENT_GONE, OK, UsageMeter
+
+if TYPE_CHECKING:
+    from .relay import Relay
 
 Caller = Callable[[Request], Mapping[str, Any]]
 
@@ -27,6 +29,8 @@ def build_cores(names: set[str], settings: Settings, telemetry: Telemetry, *, ve
         cores["token"] = token_core(minter, telemetry)
     relayed = names - {"token"}
     if relayed:
+        from .relay import Relay  # the token function never loads the relay
+
         relay = Relay(settings.relay, minter)
         for name in relayed:
             cores[name] = relay_core(name, relay, settings.relay, telemetry)
@@ -58,6 +62,8 @@ def token_core(minter: Minter, telemetry: Telemetry) -> Core:
 
 def relay_core(route: str, relay: Relay, settings: RelaySettings, telemetry: Telemetry) -> Core:
     """A relayed route: policy, one mint, Behest's answer passed on; one usage record when it has been sent."""
+    from .relay import POLICIES, meter_for
+
     policy = POLICIES[route]
 
     def core(request: Request, identity: Identity) -> Reply:

@@ -65,6 +65,7 @@ class Telemetry:
         self.logger = logger_class(service=self.service, level=level, stream=self._output)  # type: ignore[arg-type]
         self.cold_start = True
         self._invocations = 0
+        self._emf: Optional[EphemeralMetrics] = None
         self._metrics: dict[tuple[tuple[str, str], ...], dict[str, tuple[str, float]]] = {}
 
     def adopt_library_loggers(self) -> None:
@@ -115,13 +116,18 @@ class Telemetry:
     def flush(self) -> None:
         """Write the invocation's metrics: one EMF record per dimension set."""
         groups, self._metrics = self._metrics, {}
+        if groups and self._emf is None:  # built once: its construction is most of a flush's cost
+            self._emf = EphemeralMetrics(namespace=self.namespace, service=self.service)
         for dimensions, metrics in groups.items():
-            emf = EphemeralMetrics(namespace=self.namespace, service=self.service)
+            emf = self._emf
+            assert emf is not None
             for dimension, value in dimensions:
                 emf.add_dimension(name=dimension, value=value)
             for name, (unit, total) in metrics.items():
                 emf.add_metric(name=name, unit=unit, value=total)
-            self._output.write(json.dumps(emf.serialize_metric_set(), separators=(",", ":")) + "\n")
+            record = emf.serialize_metric_set()
+            emf.clear_metrics()  # metrics, dimensions back to the service alone
+            self._output.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
 def _dimension_value(value: Any) -> str:
