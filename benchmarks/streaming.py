@@ -33,6 +33,7 @@ from behest_lambda.routes import RELAY_FUNCTION
 from behest_lambda.settings import Settings
 from behest_lambda.stream_handler import StreamFunction
 from behest_lambda.telemetry import Telemetry
+from benchmarks.deployed import build_tree
 from devstack.identity_provider import LocalIdentityProvider
 from devstack.standin import StandinGateway
 from devstack.stream_url import StreamFunctionUrl
@@ -162,7 +163,8 @@ def _bench_identity() -> Any:
 def _until_served(argv: list[str], env: dict[str, str]) -> float:
     """ms from spawn until the process says it has served (then it is left to exit)."""
     started = time.perf_counter()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, cwd=ROOT, text=True)
+    # Lambda starts the process in the task root.
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, cwd=env["PYTHONPATH"], text=True)
     assert process.stdout is not None
     for line in process.stdout:
         if line.strip() == "served":
@@ -173,18 +175,26 @@ def _until_served(argv: list[str], env: dict[str, str]) -> float:
 
 
 def cold_start(rounds: int = 12, warmup: int = 2) -> dict[str, float]:
-    """Median ms from spawn until one (non-streamed) chat completion is answered, per way of running."""
+    """Median ms from spawn until one (non-streamed) chat completion is answered, per way of running.
+
+    Each process runs the functions as `sam build` ships them (no __pycache__ for our package) with
+    PYTHONDONTWRITEBYTECODE, as on Lambda's read-only /var/task.
+    """
     event_path = str(ROOT / "events" / "chat_completion.json")
-    with StandinGateway() as standin, LocalIdentityProvider() as provider, RuntimeEmulator() as emulator:
+    with StandinGateway() as standin, LocalIdentityProvider() as provider, RuntimeEmulator() as emulator, \
+            build_tree() as tree:
         standin.register_key(KID, load_pem_public_key((ROOT / "tests" / "keys" / "tenant_public.pem").read_bytes()))
-        env = _env(standin, provider, PYTHONPATH=str(FUNCTIONS))
-        runtime_env = {**env, "AWS_LAMBDA_RUNTIME_API": emulator.address, "LAMBDA_TASK_ROOT": str(FUNCTIONS)}
+        env = _env(standin, provider, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1",
+                   POWERTOOLS_METRICS_NAMESPACE="BehestLambda")
+        runtime_env = {**env, "AWS_LAMBDA_RUNTIME_API": emulator.address, "LAMBDA_TASK_ROOT": str(tree),
+                       "POWERTOOLS_SERVICE_NAME": "behest-stream"}
+        buffered_env = {**env, "POWERTOOLS_SERVICE_NAME": "behest-relay"}
 
         def runtime(argv: list[str]) -> Callable[[], float]:
             def run() -> float:
                 request_id = emulator.queue(_function_url_event(provider, False))
                 started = time.perf_counter()
-                process = subprocess.Popen(argv, env=runtime_env, stdout=subprocess.DEVNULL, cwd=ROOT)
+                process = subprocess.Popen(argv, env=runtime_env, stdout=subprocess.DEVNULL, cwd=tree)
                 try:
                     response = emulator.response(request_id, timeout=30)
                     elapsed = (time.perf_counter() - started) * 1000
@@ -199,10 +209,10 @@ def cold_start(rounds: int = 12, warmup: int = 2) -> dict[str, float]:
         variants: dict[str, Callable[[], float]] = {
             "bare interpreter": lambda: _until_served([sys.executable, "-c", BARE], env),
             "buffered relay handler": lambda: _until_served(
-                [sys.executable, "-c", SERVE_ONE_BUFFERED.format(event=event_path)], env),
+                [sys.executable, "-c", SERVE_ONE_BUFFERED.format(event=event_path)], buffered_env),
             "streaming runtime (python -m)": runtime([sys.executable, "-m", "behest_lambda.stream_runtime"]),
             "streaming runtime (stream-bootstrap)": runtime(
-                [str(FUNCTIONS / "stream-bootstrap"), sys.executable, "-m", "awslambdaric", "handler"]),
+                [str(tree / "stream-bootstrap"), sys.executable, "-m", "awslambdaric", "handler"]),
         }
         samples: dict[str, list[float]] = {name: [] for name in variants}
         for round_number in range(warmup + rounds):
@@ -243,6 +253,24 @@ def report(figures: dict[str, Any]) -> list[str]:
     lines.append("  the streaming runtime also fetches the issuer's JWKS and verifies the caller's token itself")
     lines.append("  (on Lambda, API Gateway's authorizer does that for the buffered route, outside the function).")
     return lines
+
+
+def rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """README table rows: (configuration, figure, ratio, target)."""
+    ttfb: dict[str, dict[str, float]] = figures["ttfb"]
+    cold: dict[str, float] = figures["cold_start"]
+    streamed = ttfb["streaming, Runtime API loop"]["first_byte"]
+    buffered = ttfb["buffered relay handler"]["first_byte"]
+    stream_cold = cold["streaming runtime (stream-bootstrap)"]
+    buffered_cold = cold["buffered relay handler"]
+    return [
+        (f"time to first SSE event, streaming route (Runtime API loop) vs buffered route, stand-in pacing "
+         f"{PACING * 1000:.0f} ms × 7", f"{streamed:.1f} ms vs {buffered:.0f} ms", f"{buffered / streamed:.1f}× sooner",
+         "—"),
+        ("cold start until one completion is answered: streaming function (stream-bootstrap, JWKS fetch and caller "
+         "token check included) vs buffered relay handler", f"{stream_cold:.0f} ms vs {buffered_cold:.0f} ms",
+         f"{stream_cold / buffered_cold:.2f}×", "—"),
+    ]
 
 
 if __name__ == "__main__":

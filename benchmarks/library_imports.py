@@ -1,0 +1,62 @@
+"""What PyJWT and Powertools each add to a cold start: their import in a fresh process, over a baseline.
+
+The baseline already imported what the functions need anyway (cryptography's RSA, json,
+http.client), so each figure is the library's own cost. Interleaved; medians.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+
+from benchmarks.deployed import build_tree, lambda_env, timed_run
+
+BASELINE = ("import json, http.client\n"
+            "from cryptography.hazmat.primitives import hashes, serialization\n"
+            "from cryptography.hazmat.primitives.asymmetric import padding, rsa\n")
+LIBRARIES = {
+    "PyJWT (import jwt)": "import jwt",
+    "Powertools (from aws_lambda_powertools import Logger, Metrics)": "from aws_lambda_powertools import Logger, Metrics",
+    "both": "import jwt\nfrom aws_lambda_powertools import Logger, Metrics",
+}
+
+
+def run(rounds: int = 20, warmup: int = 2) -> dict[str, float]:
+    """Median ms from spawn to exit: the baseline, and the baseline plus each library."""
+    with build_tree() as tree:
+        env = lambda_env(tree, "imports")
+        scripts = {"baseline": BASELINE, **{name: BASELINE + line for name, line in LIBRARIES.items()}}
+        samples: dict[str, list[float]] = {name: [] for name in scripts}
+        for round_number in range(warmup + rounds):
+            for name, script in scripts.items():
+                elapsed = timed_run([sys.executable, "-c", script], env, tree)
+                if round_number >= warmup:
+                    samples[name].append(elapsed)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def added(figures: dict[str, float]) -> dict[str, float]:
+    return {name: figures[name] - figures["baseline"] for name in LIBRARIES}
+
+
+def report(figures: dict[str, float], cold_mint_ms: float) -> list[str]:
+    lines = ["Library imports: fresh process, over a baseline that imported cryptography's RSA, json, http.client "
+             "(median ms)",
+             f"  {'baseline':<66} {figures['baseline']:7.1f} ms"]
+    for name, ms in added(figures).items():
+        lines.append(f"  + {name:<64} {ms:+7.1f} ms   {ms / cold_mint_ms:6.1%} of the cold mint "
+                     f"({cold_mint_ms:.0f} ms, key secret via extension)")
+    return lines
+
+
+def rows(figures: dict[str, float], cold_mint_ms: float) -> list[tuple[str, str, str, str]]:
+    """README table rows: (configuration, figure, ratio, target)."""
+    extra = added(figures)
+    table: list[tuple[str, str, str, str]] = []
+    for name, label in (("PyJWT (import jwt)", "import jwt"),
+                        ("Powertools (from aws_lambda_powertools import Logger, Metrics)",
+                         "from aws_lambda_powertools import Logger, Metrics")):
+        table.append((f"what `{label}` adds to a cold start (over cryptography RSA + json + http.client)",
+                      f"+{extra[name]:.0f} ms", f"{extra[name] / cold_mint_ms:.0%} of the cold mint", "—"))
+    return table
+
