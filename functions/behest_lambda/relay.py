@@ -23,13 +23,12 @@ from .errors import (
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeoutError,
-    sse_error_event,
 )
 from .identity import Identity
 from .mint import Minter, MintRequest, MintResult, valid_session_id
 from .request import Request
 from .settings import RelaySettings
-from .upstream import MAX_RESPONSE_BYTES, lower_headers, open_request, read_within, stream_chunks
+from .upstream import lower_headers, open_request, read_within, stream_chunks
 from .usage import UsageMeter
 
 MAX_MESSAGES = 2048
@@ -413,24 +412,3 @@ def relayed_events(chunks: Iterator[bytes], meter: UsageMeter, *, drop_usage_chu
 def _is_usage_only_chunk(document: Any) -> bool:
     return isinstance(document, dict) and document.get("choices") == [] and isinstance(document.get("usage"), dict)
 
-
-def buffered_stream(events: Iterator[bytes]) -> bytes:
-    """Join a stream for a front door that buffers.
-
-    A failure after the first byte (a reset, a stall, the deadline, a garbled event) drops the
-    unfinished event and ends the stream with an error event, so the client sees a clean stream
-    that says what went wrong.
-    """
-    parts: list[bytes] = []
-    size = 0
-    try:
-        for event in events:
-            size += len(event)
-            if size > MAX_RESPONSE_BYTES - 1024:
-                raise UpstreamError("the stream is larger than a buffered Lambda response can carry")
-            parts.append(event)
-    except UpstreamError as e:
-        if not parts:
-            raise
-        return b"".join(parts) + sse_error_event(e)
-    return b"".join(parts)
