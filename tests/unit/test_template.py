@@ -91,22 +91,6 @@ def transform(sam: dict[str, Any]) -> dict[str, Any]:
     return transformed
 
 
-@pytest.fixture(scope="module")
-def sam() -> dict[str, Any]:
-    return load_sam()
-
-
-@pytest.fixture(scope="module")
-def cfn(sam: dict[str, Any]) -> dict[str, Any]:
-    return transform(sam)
-
-
-@pytest.fixture(scope="module")
-def resources(cfn: dict[str, Any]) -> dict[str, Any]:
-    transformed: dict[str, Any] = cfn["Resources"]
-    return transformed
-
-
 def _of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
     return {name: r for name, r in resources.items() if r["Type"] == kind}
 

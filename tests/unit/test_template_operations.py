@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from behest_lambda.routes import FUNCTION_URL, HTTP_API, RELAY_FUNCTION, STREAM_FUNCTION, TOKEN_FUNCTION, routes_for
-from tests.unit.test_template import APP_FUNCTIONS, SERVICE_NAMES, _of_type, load_sam, transform
+from tests.unit.test_template import APP_FUNCTIONS, SERVICE_NAMES, _of_type
 
 LAYER_ARN = re.compile(
     r"arn:aws:lambda:(?P<region>[a-z]{2}-[a-z]+-\d):(?P<account>\d{12}):"
@@ -37,22 +37,6 @@ USAGE_FIELDS = {
 REFUSAL_FIELDS = {"status", "code"}
 QUERY_WORDS = {"filter", "stats", "by", "as", "sort", "desc", "asc", "limit", "fields", "and", "or", "message"}
 QUERIES = ("TopUsersByTokensQuery", "TokensByModelPerHourQuery", "RefusalsByCodeQuery", "SlowestFirstBytesQuery")
-
-
-@pytest.fixture(scope="module")
-def sam() -> dict[str, Any]:
-    return load_sam()
-
-
-@pytest.fixture(scope="module")
-def cfn(sam: dict[str, Any]) -> dict[str, Any]:
-    return transform(sam)
-
-
-@pytest.fixture(scope="module")
-def resources(cfn: dict[str, Any]) -> dict[str, Any]:
-    transformed: dict[str, Any] = cfn["Resources"]
-    return transformed
 
 
 class _Stack:
