@@ -17,7 +17,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from devstack.loopback import LoopbackServer, LoopbackService, NoDelayHandler, RequestRefused
+from devstack.loopback import LoopbackServer, LoopbackService, NoDelayHandler
 
 DEFAULT_AUDIENCE = "behest-lambda-dev"
 JWKS_PATH = "/.well-known/jwks.json"
@@ -77,10 +77,8 @@ class LocalIdentityProvider(LoopbackService):
             max_body_bytes = MAX_BODY_BYTES
 
             def dispatch(self) -> None:
-                try:
-                    body = self.read_body()
-                except RequestRefused as refused:
-                    self.refuse(refused)
+                body = self.body_or_refuse()
+                if body is None:
                     return
                 path, method = urllib.parse.urlsplit(self.path).path, self.command
                 if method == "OPTIONS" and self.headers.get("Access-Control-Request-Method") is not None:

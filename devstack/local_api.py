@@ -27,7 +27,6 @@ from devstack.loopback import (
     LoopbackServer,
     LoopbackService,
     NoDelayHandler,
-    RequestRefused,
 )
 
 Handler = Callable[[Mapping[str, Any], Any], Mapping[str, Any]]
@@ -178,10 +177,8 @@ class LocalHttpApi(LoopbackService):
                 self.answer_preflight(origin if origin in api.allowed_origins else None, PREFLIGHT_METHODS)
 
             def dispatch(self) -> None:
-                try:
-                    body = self.read_body()
-                except RequestRefused as refused:
-                    self.refuse(refused)
+                body = self.body_or_refuse()
+                if body is None:
                     return
                 path = urllib.parse.urlsplit(self.path).path
                 if self.command in ("GET", "HEAD") and path in api.public_paths:

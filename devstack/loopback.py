@@ -163,6 +163,14 @@ class NoDelayHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.send_json_error(refused.status, refused.message)
 
+    def body_or_refuse(self) -> Optional[bytes]:
+        """The request body; None once a body that could not be read has been answered."""
+        try:
+            return self.read_body()
+        except RequestRefused as refused:
+            self.refuse(refused)
+            return None
+
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         # The stdlib's own error pages (bad request line, header too long...) are HTML: ours are JSON.
         self.close_connection = True

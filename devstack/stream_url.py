@@ -21,7 +21,7 @@ import uuid
 from typing import Any, Iterable, Mapping, Optional
 
 from behest_lambda.stream_runtime import Responder, pump
-from devstack.loopback import CORS_EXPOSE_HEADERS, LoopbackServer, LoopbackService, NoDelayHandler, RequestRefused
+from devstack.loopback import CORS_EXPOSE_HEADERS, LoopbackServer, LoopbackService, NoDelayHandler
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # a Function URL's request payload cap
 PREFLIGHT_METHODS = "GET, POST"
@@ -100,10 +100,8 @@ class StreamFunctionUrl(LoopbackService):
 
             def dispatch(self) -> None:
                 # Every method and path reaches the function, as on a real Function URL: it answers 404/405 itself.
-                try:
-                    body = self.read_body()
-                except RequestRefused as refused:
-                    self.refuse(refused)
+                body = self.body_or_refuse()
+                if body is None:
                     return
                 event = url.event_for(self.command, self.path, dict(self.headers.items()), body,
                                       self.client_address[0], self.headers.get("Host", "localhost"))
