@@ -195,6 +195,7 @@ def expected_usage(route: str, answer: Any) -> tuple[int, int]:
 @pytest.mark.parametrize("front", FRONTS)
 def test_the_usage_record_of_every_route_equals_behests_own_figures(dev: DevProcess, front: str) -> None:
     sdk = client(dev, front, "cyd")
+    before = len(dev.records("usage"))
     answers: list[tuple[str, bool, tuple[int, int]]] = []
 
     chat = sdk.chat.completions.create(model="m", messages=HI)  # type: ignore[arg-type]
@@ -210,8 +211,8 @@ def test_the_usage_record_of_every_route_equals_behests_own_figures(dev: DevProc
     vectors = sdk.embeddings.create(model="behest-embed", input=["x y", "z"])
     answers.append(("embeddings", False, expected_usage("embeddings", vectors.model_dump())))
 
-    records = [r for r in dev.wait_for_records("usage", len(dev.records("usage")) + 0) if r["user_id"] == "cyd"]
-    records = records[-len(answers):]
+    # A record is printed after its answer has gone out: wait for all five of this test's own.
+    records = [r for r in usage_records(dev, before, len(answers)) if r["user_id"] == "cyd"]
     # Powertools leaves out fields that are None: embeddings have no output tokens.
     assert [(r["route"], r["streamed"], (r["input_tokens"], r.get("output_tokens", 0))) for r in records] == answers
     for record in records:
