@@ -9,12 +9,10 @@ import pytest
 
 from behest_lambda.telemetry import _Output
 from tests.figures import ARTIFACT, FigureBook, Figures
-from tests.log_hygiene import LeakScanner
+from tests.log_hygiene import SCANNER, LeakScanner
 from tests.support import CapturedTelemetry, FakeContext, load_event
 
 BOOK = pytest.StashKey[FigureBook]()
-# One scanner for the session: hooks below feed it captured output, the log_hygiene fixture Telemetry's lines.
-SCANNER = LeakScanner()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 import urllib.request
 from typing import Any, Optional
 
+from tests.log_hygiene import SCANNER
 from tests.support import ROOT
 
 BANNER_URLS = {
@@ -37,6 +39,7 @@ class DevProcess:
             if "Ctrl-C stops everything" in line:
                 break
         self.banner = "".join(banner)
+        SCANNER.scan(self.banner, "make dev (banner)")
         found = {name: re.search(pattern, self.banner) for name, pattern in BANNER_URLS.items()}
         if not all(found.values()):
             self.stop()
@@ -50,6 +53,7 @@ class DevProcess:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line)
+            SCANNER.scan(line, f"make dev ({os.environ.get('PYTEST_CURRENT_TEST', '-')})")
 
     def records(self, message: Optional[str] = None) -> list[dict[str, Any]]:
         """The JSON log lines printed so far (those with `message`, when given)."""

@@ -64,3 +64,8 @@ class LeakScanner:
 
 def _redacted(line: str, start: int) -> str:
     return repr(line[max(0, start - 24):start] + line[start:start + 6] + "…")
+
+
+# One scanner for the session: conftest's hooks feed it captured output, the log_hygiene fixture the functions'
+# lines, tests/dev_process.py every line `make dev` prints.
+SCANNER = LeakScanner()

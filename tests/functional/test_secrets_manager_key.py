@@ -54,6 +54,9 @@ class Moto:
         self.port = self.server.get_host_and_port()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.client = boto3.client("secretsmanager", endpoint_url=self.url, region_name="us-east-1")
+        # moto builds its Secrets Manager backend on the first request, seconds on a loaded machine: past the
+        # functions' 3 s fetch timeout. Warm it here, so a test's first fetch meets the service, not moto's start-up.
+        self.client.list_secrets()
 
     def outage(self) -> None:
         self.server.stop()
