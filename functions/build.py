@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 SHIPPED = ("behest_lambda", "stream-bootstrap")
 LAMBDA_PLATFORM = "manylinux2014_aarch64"  # template.yaml: Architectures [arm64]
 LAMBDA_PYTHON = "3.13"  # template.yaml: Runtime python3.13
-TASK_ROOT = "/var/task"  # where Lambda unpacks the package: the file names tracebacks show
+TASK_ROOT = "/var/task"  # where Lambda unpacks the package
 
 
 def install_dependencies(target: Path, requirements: Path, platform: str, python_version: str) -> None:
@@ -59,8 +59,8 @@ def copy_sources(target: Path) -> None:
 def compile_tree(target: Path) -> None:
     """Every module under `target` to unchecked-hash bytecode for this interpreter; a syntax error fails.
 
-    File names are recorded as under /var/task, not this machine's build directory: tracebacks read as
-    Lambda runs the code, and the bytes do not depend on where the build ran.
+    File names are recorded as under /var/task, not this machine's build directory, so the bytes do
+    not depend on where the build ran (the import system names code after where it is loaded anyway).
     """
     if not compileall.compile_dir(str(target), ddir=TASK_ROOT, quiet=1, workers=0,
                                   invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH):
