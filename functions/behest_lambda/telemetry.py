@@ -9,6 +9,7 @@ set so that each invocation ends with one EMF record per set (`flush`, called on
 from __future__ import annotations
 
 import json
+import itertools
 import logging
 import os
 import sys
@@ -45,8 +46,11 @@ class _Output:
 class _OwnLogger(Logger):
     """A Powertools Logger on a stdlib logger of its own, so that each Telemetry writes where it was told."""
 
+    # Never id(self): a collected logger's address comes back, and with it the old stdlib logger and its handler.
+    _numbers = itertools.count(1)
+
     def _get_logger(self) -> logging.Logger:
-        return logging.getLogger(f"{self.service}.telemetry-{id(self):x}")
+        return logging.getLogger(f"{self.service}.telemetry-{next(self._numbers)}")
 
 
 class Telemetry:
