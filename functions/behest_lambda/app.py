@@ -9,10 +9,9 @@ answer, metrics flushed once per invocation).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
-from typing import Any, Callable, Generator, Iterator, Mapping, Optional
+from typing import Any, Callable, Generator, Iterator, Mapping, NamedTuple, Optional
 
 from .errors import BehestLambdaError, ConfigurationError, UpstreamError, answer_for, sse_error_event
 from .identity import Identity, identity_from_claims
@@ -28,8 +27,7 @@ DEADLINE_MARGIN_S = 1.5
 Ender = Callable[[Optional[BehestLambdaError], bool], None]
 
 
-@dataclasses.dataclass
-class Reply:
+class Reply(NamedTuple):
     """An answer before it is rendered for a front: status, headers, body chunks, and what to do at its end."""
 
     status: int
@@ -135,7 +133,7 @@ class Service:
             request = Request.from_event(event, self.settings.max_body_bytes)
             self.telemetry.set_correlation_id(request.request_id)
             found = match(request.method, request.path, self.routes)
-            request = dataclasses.replace(request, params=found.params, deadline=deadline)
+            request = request._replace(params=found.params, deadline=deadline)
             claims = self._caller(request) if self._caller is not None else request.claims
             identity = identity_from_claims(claims, self.settings.identity)
             return self.cores[found.route.core](request, identity)
@@ -170,7 +168,7 @@ class Service:
             self.end(reply, e, False)
             return http_api_payload(refused)
         self.end(reply, failure, failure is None)
-        return http_api_payload(dataclasses.replace(reply, chunks=iter((payload,))))
+        return http_api_payload(reply._replace(chunks=iter((payload,))))
 
     def respond(self, event: Mapping[str, Any], context: Any = None) -> tuple[dict[str, Any], AnswerBody]:
         """The Function URL's answer: the HTTP prelude, then the body as it comes (Behest's events, live)."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, NamedTuple, Optional, Union
 
 from . import settings as names
 from .errors import ConfigurationError
@@ -20,26 +19,30 @@ SIGN = "sign"
 API_KEY = "api_key"
 
 
-@dataclass(frozen=True)
-class SigningKey:
+class SigningKey(NamedTuple):
     """Local-sign mode: a loaded RSA private key with its kid, tenant and project."""
 
     key: Any  # cryptography RSAPrivateKey; typed loosely so that API-key mode never imports cryptography
     kid: str
     tenant_id: str
     project_id: str
-    mode = SIGN
+
+    @property
+    def mode(self) -> str:
+        return SIGN
 
     def __repr__(self) -> str:
         return f"SigningKey(kid={self.kid!r})"
 
 
-@dataclass(frozen=True)
-class ApiKey:
+class ApiKey(NamedTuple):
     """API-key mode: Behest mints the tokens over HTTP."""
 
     value: str
-    mode = API_KEY
+
+    @property
+    def mode(self) -> str:
+        return API_KEY
 
     def __repr__(self) -> str:
         return "ApiKey(…)"

@@ -7,8 +7,7 @@ as JSON, or as an SSE error event once a stream has started (`sse_error_event`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 
 class BehestLambdaError(Exception):
@@ -166,8 +165,7 @@ _OPENAI_TYPES = {
 JSON_HEADERS = {"content-type": "application/json", "cache-control": "no-store"}
 
 
-@dataclass(frozen=True)
-class ErrorAnswer:
+class ErrorAnswer(NamedTuple):
     """An error as an HTTP answer: status, headers, JSON body."""
 
     status: int

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 from .errors import ForbiddenError, UnauthenticatedError
 from .settings import IdentitySettings
@@ -12,8 +11,7 @@ MAX_USER_ID_LENGTH = 256
 MAX_TIER_DIGITS = 7
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """A verified end user: their id and, when known, their tier."""
 
     user_id: str

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from .credentials import ApiKey, Credentials, SigningKey
 from .errors import InvalidRequestError, UpstreamError, UpstreamStatusError
@@ -17,8 +16,7 @@ from .settings import MIN_TTL, MintSettings
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
-@dataclass(frozen=True)
-class MintResult:
+class MintResult(NamedTuple):
     """A minted token and what the browser needs beside it."""
 
     token: str
@@ -35,8 +33,7 @@ class MintResult:
         return f"MintResult(ttl={self.ttl}, session_id={self.session_id!r}, expires_at={self.expires_at})"
 
 
-@dataclass(frozen=True)
-class MintRequest:
+class MintRequest(NamedTuple):
     """What a caller may ask for: a lifetime and a session to continue. Never who they are."""
 
     ttl: Optional[int] = None
@@ -51,6 +48,9 @@ class MintRequest:
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int)):
             raise InvalidRequestError("ttl must be a whole number of seconds")
         return cls(ttl=ttl, session_id=valid_session_id(body.get("sessionId")))
+
+
+NO_REQUEST = MintRequest()  # a mint that asks for nothing: the default lifetime, a new session
 
 
 def valid_session_id(value: Any) -> Optional[str]:
@@ -94,7 +94,7 @@ class Minter:
         ttl = self._settings.default_ttl if requested is None else requested
         return max(MIN_TTL, min(ttl, self._settings.max_ttl))
 
-    def mint(self, identity: Identity, request: MintRequest = MintRequest(), *,
+    def mint(self, identity: Identity, request: MintRequest = NO_REQUEST, *,
              within: Optional[float] = None) -> MintResult:
         """Mint a token for `identity`; the session is continued if asked, else new.
 

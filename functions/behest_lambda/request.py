@@ -5,16 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple, Optional
 
 from .errors import InvalidRequestError, PayloadTooLargeError
 
 MAX_PATH_CHARS = 2048
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """What the cores see of a request; `claims` are the authorizer's verified claims (HTTP API only)."""
 
     method: str
@@ -24,7 +23,7 @@ class Request:
     body: bytes
     request_id: Optional[str]
     claims: Optional[Mapping[str, Any]] = None
-    params: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = MappingProxyType({})
     # Monotonic time by which the answer must be done (the streaming route: the invocation's own deadline).
     deadline: Optional[float] = None
 

@@ -8,8 +8,7 @@ it costs nothing: the cores are named, not imported.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from .errors import MethodNotAllowedError, NotFoundError
 
@@ -23,8 +22,7 @@ RELAY_FUNCTION = "RelayFunction"
 STREAM_FUNCTION = "StreamFunction"
 
 
-@dataclass(frozen=True)
-class RouteSpec:
+class RouteSpec(NamedTuple):
     """One route: its method and path template, the core that answers it, and where it is served."""
 
     method: str
@@ -55,8 +53,7 @@ ROUTES: tuple[RouteSpec, ...] = (
 _COMPILED = tuple((route, route.pattern()) for route in ROUTES)
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):
     """A route and the values of its path parameters."""
 
     route: RouteSpec

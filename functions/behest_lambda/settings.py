@@ -7,8 +7,8 @@ name in one ConfigurationError.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Mapping, Optional
+from types import MappingProxyType
+from typing import Mapping, NamedTuple, Optional
 
 from .errors import ConfigurationError
 
@@ -138,8 +138,7 @@ class _Reader:
         return False
 
 
-@dataclass(frozen=True)
-class KeySettings:
+class KeySettings(NamedTuple):
     """Where the tenant key comes from, and how long a fetched one is trusted."""
 
     behest_key: Optional[str]
@@ -174,8 +173,7 @@ class KeySettings:
         )
 
 
-@dataclass(frozen=True)
-class MintSettings:
+class MintSettings(NamedTuple):
     """What a minted token says, and how long it lives."""
 
     base_url: str = DEFAULT_BASE_URL
@@ -201,20 +199,15 @@ class MintSettings:
         )
 
 
-@dataclass(frozen=True)
-class IdentitySettings:
+class IdentitySettings(NamedTuple):
     """Which verified claims name the user and their tier, and which tiers are acceptable."""
 
     user_claim: str = "sub"
     tier_claim: Optional[str] = None
-    tier_map: Mapping[str, int] = None  # type: ignore[assignment]
+    tier_map: Mapping[str, int] = MappingProxyType({})
     default_tier: Optional[int] = None
     tier_min: int = DEFAULT_TIER_MIN
     tier_max: int = DEFAULT_TIER_MAX
-
-    def __post_init__(self) -> None:
-        if self.tier_map is None:
-            object.__setattr__(self, "tier_map", {})
 
     @classmethod
     def read(cls, env: _Reader) -> IdentitySettings:
@@ -237,8 +230,7 @@ class IdentitySettings:
         )
 
 
-@dataclass(frozen=True)
-class RelaySettings:
+class RelaySettings(NamedTuple):
     """What the relay forwards, where, within how long, and under which policy."""
 
     base_url: str = DEFAULT_BASE_URL
@@ -258,8 +250,7 @@ class RelaySettings:
         )
 
 
-@dataclass(frozen=True)
-class CallerSettings:
+class CallerSettings(NamedTuple):
     """The identity provider whose tokens the streaming function verifies itself."""
 
     issuer: Optional[str] = None
@@ -286,8 +277,7 @@ class CallerSettings:
                 if not value]
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Everything the functions need from the environment, validated."""
 
     key: KeySettings

@@ -7,7 +7,6 @@ usage record: who, which model, how many tokens, how it ended. Never any message
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 OK = "ok"
@@ -16,24 +15,28 @@ CLIENT_GONE = "client_closed"  # the client left before the end
 MAX_MODEL_CHARS = 128
 
 
-@dataclass
 class UsageMeter:
     """Counts as the answer passes; `record()` is the usage record."""
 
-    route: str
-    user_id: str
-    session_id: Optional[str]
-    tier: Optional[int]
-    model_requested: Optional[str]
-    streamed: bool
-    started: float = field(default_factory=time.monotonic)
-    model: Optional[str] = None
-    input_tokens: Optional[int] = None
-    output_tokens: Optional[int] = None
-    cached_tokens: Optional[int] = None
-    reasoning_tokens: Optional[int] = None
-    first_byte_at: Optional[float] = None
-    status: int = 200
+    __slots__ = ("route", "user_id", "session_id", "tier", "model_requested", "streamed", "started", "model",
+                 "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "first_byte_at", "status")
+
+    def __init__(self, route: str, user_id: str, session_id: Optional[str], tier: Optional[int],
+                 model_requested: Optional[str], streamed: bool) -> None:
+        self.route = route
+        self.user_id = user_id
+        self.session_id = session_id
+        self.tier = tier
+        self.model_requested = model_requested
+        self.streamed = streamed
+        self.started = time.monotonic()
+        self.model: Optional[str] = None
+        self.input_tokens: Optional[int] = None
+        self.output_tokens: Optional[int] = None
+        self.cached_tokens: Optional[int] = None
+        self.reasoning_tokens: Optional[int] = None
+        self.first_byte_at: Optional[float] = None
+        self.status = 200
 
     def first_byte(self) -> None:
         if self.first_byte_at is None:
