@@ -1,16 +1,16 @@
-"""What a cold container runs: the functions as `sam build` ships them, under the environment Lambda sets.
+"""What a cold container runs: the functions as the template builds them, under the environment Lambda sets.
 
-Lambda's /var/task is read-only, so Python compiles our modules in memory on every cold start
-(`sam build` ships no __pycache__ for our own package); the dependencies keep the .pyc that pip
-wrote. A precompiled tree (`compileall --invalidation-mode unchecked-hash`) shows what a build step
-that shipped our .pyc would save.
+`sam build` runs functions/Makefile → functions/build.py: the dependencies pip-installed beside our
+package, every module compiled to unchecked-hash bytecode. Here the same script builds for this
+machine's platform and interpreter. The tree SAM's own Python build made before (the same files,
+no bytecode anywhere: Lambda's /var/task is read-only, so each cold start compiled everything
+again) is the same build with `--no-compile`.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,14 +28,14 @@ SESSION_TOKEN = "bench-session-token"
 
 
 @contextmanager
-def build_tree(*, precompiled: bool = False) -> Iterator[Path]:
-    """functions/ copied as `sam build` copies CodeUri: no __pycache__, or our package precompiled on request."""
+def build_tree(*, compiled: bool = True) -> Iterator[Path]:
+    """The function package as functions/build.py builds it for this machine (pip reaches PyPI or its cache);
+    `compiled=False`: as SAM's own Python build shipped it, sources only."""
     with tempfile.TemporaryDirectory(prefix="behest-build-") as scratch:
         tree = Path(scratch) / "task"
-        shutil.copytree(FUNCTIONS, tree, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), symlinks=True)
-        if precompiled:
-            subprocess.run([sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
-                            str(tree / "behest_lambda")], check=True)
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        subprocess.run([sys.executable, str(FUNCTIONS / "build.py"), str(tree), "--platform", "host",
+                        "--python-version", version, *([] if compiled else ["--no-compile"])], check=True)
         yield tree
 
 
@@ -107,6 +107,26 @@ def _nproc() -> str:
         return subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return str(os.cpu_count())
+
+
+# A script ends with this; `until_served` stops its clock when the line arrives.
+SERVED = "served"
+PRINT_SERVED = "import sys; sys.stdout.write('served\\n'); sys.stdout.flush()"
+
+
+def until_served(argv: list[str], env: Mapping[str, str], cwd: Path) -> float:
+    """ms from spawn until the process says it has served: a cold start as Lambda counts it (init plus the first
+    invocation), not the interpreter's exit, which no request waits for. The process must then exit cleanly."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, env=dict(env), stdout=subprocess.PIPE, cwd=cwd, text=True)
+    assert process.stdout is not None
+    elapsed = None
+    for line in process.stdout:
+        if elapsed is None and line.strip() == SERVED:
+            elapsed = (time.perf_counter() - started) * 1000
+    if process.wait(30) != 0 or elapsed is None:
+        raise RuntimeError(f"{argv[:2]} did not serve (exit {process.returncode})")
+    return elapsed
 
 
 def timed_run(argv: list[str], env: Mapping[str, str], cwd: Path) -> float:

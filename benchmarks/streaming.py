@@ -33,7 +33,7 @@ from behest_lambda.routes import RELAY_FUNCTION
 from behest_lambda.settings import Settings
 from behest_lambda.stream_handler import StreamFunction
 from behest_lambda.telemetry import Telemetry
-from benchmarks.deployed import build_tree
+from benchmarks.deployed import PRINT_SERVED, build_tree, until_served
 from devstack.identity_provider import LocalIdentityProvider
 from devstack.standin import StandinGateway
 from devstack.stream_url import StreamFunctionUrl
@@ -56,7 +56,6 @@ assert response["statusCode"] == 200, response
 sys.stdout.write("served\\n")
 sys.stdout.flush()
 """
-BARE = "import sys; sys.stdout.write('served\\n'); sys.stdout.flush()"
 
 
 def _env(standin: StandinGateway, provider: LocalIdentityProvider, **extra: str) -> dict[str, str]:
@@ -160,24 +159,10 @@ def _bench_identity() -> Any:
     return Identity(user_id="bench-user")
 
 
-def _until_served(argv: list[str], env: dict[str, str]) -> float:
-    """ms from spawn until the process says it has served (then it is left to exit)."""
-    started = time.perf_counter()
-    # Lambda starts the process in the task root.
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, cwd=env["PYTHONPATH"], text=True)
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.strip() == "served":
-            break
-    elapsed = (time.perf_counter() - started) * 1000
-    process.wait(10)
-    return elapsed
-
-
 def cold_start(rounds: int = 12, warmup: int = 2) -> dict[str, float]:
     """Median ms from spawn until one (non-streamed) chat completion is answered, per way of running.
 
-    Each process runs the functions as `sam build` ships them (no __pycache__ for our package) with
+    Each process runs the functions as `sam build` ships them (functions/build.py: compiled) with
     PYTHONDONTWRITEBYTECODE, as on Lambda's read-only /var/task.
     """
     event_path = str(ROOT / "events" / "chat_completion.json")
@@ -207,9 +192,9 @@ def cold_start(rounds: int = 12, warmup: int = 2) -> dict[str, float]:
             return run
 
         variants: dict[str, Callable[[], float]] = {
-            "bare interpreter": lambda: _until_served([sys.executable, "-c", BARE], env),
-            "buffered relay handler": lambda: _until_served(
-                [sys.executable, "-c", SERVE_ONE_BUFFERED.format(event=event_path)], buffered_env),
+            "bare interpreter": lambda: until_served([sys.executable, "-c", PRINT_SERVED], env, tree),
+            "buffered relay handler": lambda: until_served(
+                [sys.executable, "-c", SERVE_ONE_BUFFERED.format(event=event_path)], buffered_env, tree),
             "streaming runtime (python -m)": runtime([sys.executable, "-m", "behest_lambda.stream_runtime"]),
             "streaming runtime (stream-bootstrap)": runtime(
                 [str(tree / "stream-bootstrap"), sys.executable, "-m", "awslambdaric", "handler"]),
