@@ -8,8 +8,8 @@ set so that each invocation ends with one EMF record per set (`flush`, called on
 
 from __future__ import annotations
 
-import json
 import itertools
+import json
 import logging
 import os
 import sys

@@ -19,21 +19,13 @@ from behest_lambda.app import Service
 from behest_lambda.routes import RELAY_FUNCTION, STREAM_FUNCTION, TOKEN_FUNCTION
 from behest_lambda.settings import Settings
 from devstack.standin import StandinGateway
-from tests.support import KID, CapturedTelemetry, load_event, private_key, public_key, sign_env
+from tests.support import CapturedTelemetry, load_event, private_key, sign_env
 from tests.unit.test_caller_token import JwksServer
 
 ISSUER = "https://issuer.example.com/pool-1"
 AUDIENCE = "app-client-1"
 IDP_KID = "idp-key-1"  # the key JwksServer publishes (tests/keys/tenant)
 HI = {"messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[StandinGateway]:
-    gateway = StandinGateway()
-    gateway.register_key(KID, public_key("tenant"))
-    with gateway:
-        yield gateway
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from devstack.behest_standin import Fault, StandinGateway
 from devstack.identity_provider import LocalIdentityProvider
 from devstack.stream_url import StreamFunctionUrl
 from tests.runtime_emulator import DELIMITER, RecordedResponse, RuntimeEmulator
-from tests.support import KID, ROOT, CapturedTelemetry, load_event, private_key, public_key, sign_env
+from tests.support import ROOT, CapturedTelemetry, load_event, private_key, sign_env
 
 FUNCTIONS = ROOT / "functions"
 BOOTSTRAP = FUNCTIONS / "stream-bootstrap"
@@ -45,14 +45,6 @@ STARTUP_TIMEOUT = 20.0
 def identity_provider() -> Iterator[LocalIdentityProvider]:
     with LocalIdentityProvider() as provider:
         yield provider
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[StandinGateway]:
-    gateway = StandinGateway()
-    gateway.register_key(KID, public_key("tenant"))
-    with gateway:
-        yield gateway
 
 
 @pytest.fixture(autouse=True)
