@@ -12,10 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional, Sequence
 
-import jwt
-
 from .cache import ExpiringValue
 from .errors import ConfigurationError, FetchError, IdentityKeysUnavailableError, UnauthenticatedError
+from .libraries import jwt
 from .settings import CallerSettings
 from .telemetry import Telemetry
 

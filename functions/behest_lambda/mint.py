@@ -127,7 +127,7 @@ class Minter:
         }
         if identity.tier is not None:
             claims["tier"] = identity.tier
-        import jwt  # imported here so that API-key mode never pays for it
+        from .libraries import jwt  # imported here so that API-key mode never pays for it
 
         # PyJWT writes the header {"alg": "RS256", "kid": …, "typ": "JWT"} (sorted) and keeps the claims' order.
         token = jwt.encode(claims, credentials.key, algorithm="RS256", headers={"kid": credentials.kid, "typ": "JWT"})
