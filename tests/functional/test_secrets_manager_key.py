@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import boto3
@@ -32,6 +36,7 @@ from tests.support import (
 )
 
 SESSION_TOKEN = "session-token-for-the-extension"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def secret_document(key_name: str, kid: str) -> str:
@@ -329,6 +334,29 @@ def test_without_an_extension_auto_mode_falls_back_to_boto3_once(
 
     assert first == second
     assert [r["message"] for r in telemetry.logs()] == ["Parameters and Secrets extension not found; using boto3"]
+
+
+FALLBACK_IN_A_FRESH_PROCESS = r"""
+import json, sys
+from behest_lambda import token_handler
+from tests.support import load_event
+response = token_handler.handler(load_event("token_mint"), None)
+print(json.dumps({"status": response["statusCode"], "imported": sorted(
+    m for m in ("boto3", "s3transfer", "botocore.client") if m in sys.modules)}))
+"""
+
+
+def test_the_fallback_reads_through_botocore_without_importing_boto3_or_s3transfer(moto: Moto, secret_arn: str) -> None:
+    # boto3.client() is botocore's client behind an import of boto3's resource layer and s3transfer: the
+    # fallback asks botocore for the same client and skips that import (fresh process: sys.modules is the point).
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("BEHEST_")}
+    environment.update(BEHEST_KEY_SECRET_ID=secret_arn, BEHEST_SECRETS_EXTENSION="off",
+                       PYTHONPATH=os.pathsep.join([str(ROOT / "functions"), str(ROOT)]))
+    done = subprocess.run([sys.executable, "-c", FALLBACK_IN_A_FRESH_PROCESS], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"status": 200, "imported": ["botocore.client"]}
 
 
 def test_extension_mode_on_does_not_fall_back_to_boto3(
