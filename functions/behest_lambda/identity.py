@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import abc
 from typing import Any, Mapping, NamedTuple, Optional
 
 from .errors import ForbiddenError, UnauthenticatedError
@@ -20,7 +21,7 @@ class Identity(NamedTuple):
 
 def identity_from_claims(claims: Optional[Mapping[str, Any]], settings: IdentitySettings) -> Identity:
     """Pick the user id and tier out of verified claims, per the configured claim names; fail closed with 401."""
-    if not isinstance(claims, Mapping) or not claims:
+    if not isinstance(claims, abc.Mapping) or not claims:
         raise UnauthenticatedError("no verified identity: this route needs a valid Authorization bearer token")
     user_id = claims.get(settings.user_claim)
     if isinstance(user_id, int) and not isinstance(user_id, bool):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections import abc
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple, Optional
 
@@ -77,7 +78,7 @@ class Request(NamedTuple):
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, abc.Mapping) else {}
 
 
 def _body(event: Mapping[str, Any], max_bytes: int) -> bytes:
