@@ -50,7 +50,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/v1/models/{model}", "model", RELAY_FUNCTION, function_url=True),
 )
 
-_COMPILED = tuple((route, route.pattern()) for route in ROUTES)
+# Templates with a parameter, compiled when a function first matches against them (most paths are literal).
+_PATTERNS: dict[RouteSpec, re.Pattern[str]] = {}
 
 
 class Match(NamedTuple):
@@ -68,16 +69,27 @@ def routes_for(front: str, function: Optional[str] = None) -> tuple[RouteSpec, .
 def match(method: str, path: str, routes: tuple[RouteSpec, ...] = ROUTES) -> Match:
     """The route for (method, path); NotFoundError or MethodNotAllowedError (with the methods allowed) otherwise."""
     allowed: list[str] = []
-    for route, pattern in _COMPILED:
+    for route in ROUTES:
         if route not in routes:
             continue
-        found = pattern.fullmatch(path)
-        if found is None:
+        params = _params(route, path)
+        if params is None:
             continue
         if route.method == method:
-            return Match(route, found.groupdict())
+            return Match(route, params)
         allowed.append(route.method)
     if allowed:
         raise MethodNotAllowedError(f"use {' or '.join(sorted(set(allowed)))} for {path[:100]}",
                                     allow=tuple(sorted(set(allowed))))
     raise NotFoundError(f"no route for {method[:10]} {path[:100]}")
+
+
+def _params(route: RouteSpec, path: str) -> Optional[dict[str, str]]:
+    """The path parameters if `path` fits the route's template, else None."""
+    if "{" not in route.path:
+        return {} if path == route.path else None
+    pattern = _PATTERNS.get(route)
+    if pattern is None:
+        pattern = _PATTERNS[route] = route.pattern()
+    found = pattern.fullmatch(path)
+    return None if found is None else found.groupdict()
