@@ -161,7 +161,7 @@ class SecretsManagerFetcher:
 
         if self._client is None:
             # The client boto3.client("secretsmanager") returns is this one: boto3 asks botocore's session for it.
-            # `import boto3` would also import its resource layer and s3transfer's transfer manager, ~16 ms of a
+            # `import boto3` would also import its resource layer and s3transfer's transfer manager, ~20 ms of a
             # cold start for nothing a Secrets Manager read uses. Credentials, region, endpoint, retries and
             # timeouts all come from botocore, as they would through boto3.
             import botocore.session
