@@ -9,12 +9,12 @@ answer, metrics flushed once per invocation).
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any, Callable, Generator, Iterator, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Generator, Iterator, Mapping, Optional
 
 from .errors import BehestLambdaError, ConfigurationError, UpstreamError, answer_for, sse_error_event
-from .identity import Identity, identity_from_claims
+from .identity import identity_from_claims
+from .reply import Core, Ender, Reply
 from .request import Request
 from .routes import FUNCTION_URL, HTTP_API, STREAM_FUNCTION, RouteSpec, match, routes_for
 from .settings import Settings
@@ -23,19 +23,6 @@ from .telemetry import Telemetry
 # On the streaming route the relay's deadline ends this long before the invocation's, so that
 # the stream ends with an error event and a clean end rather than a timeout.
 DEADLINE_MARGIN_S = 1.5
-
-Ender = Callable[[Optional[BehestLambdaError], bool], None]
-
-
-class Reply(NamedTuple):
-    """An answer before it is rendered for a front: status, headers, body chunks, and what to do at its end."""
-
-    status: int
-    headers: dict[str, str]
-    chunks: Iterator[bytes]
-    stream: bool = False
-    on_end: Optional[Ender] = None
-
 
 class AnswerBody:
     """A reply's body as it comes; once it is exhausted, `failure` says whether it broke off.
@@ -94,9 +81,6 @@ class AnswerBody:
         if close is not None:
             close()
         on_end(self.failure, self._completed)
-
-
-Core = Callable[[Request, Identity], Reply]
 
 
 class Service:
@@ -267,9 +251,3 @@ def after_snapstart_restore(hook: Callable[[], None]) -> None:
         return
     register_after_restore(hook)
 
-
-def json_reply(status: int, body: Any, headers: Optional[Mapping[str, str]] = None) -> Reply:
-    """A whole JSON reply, never cached."""
-    data = json.dumps(body, separators=(",", ":")).encode("utf-8")
-    return Reply(status, {"content-type": "application/json", "cache-control": "no-store", **(headers or {})},
-                 iter((data,)))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
-from .app import Core, Reply, json_reply
 from .errors import BehestLambdaError, UpstreamError
 from .identity import Identity
 from .key_source import KeySource, key_source_for
 from .mint import Minter, MintRequest
+from .reply import Core, Reply, json_reply
 from .request import Request
 from .settings import RelaySettings, Settings
 from .telemetry import Telemetry

@@ -1,0 +1,36 @@
+"""What a core answers, before a front renders it: the shapes the route base and the cores share.
+
+The cores import these from here and the route base (`app`) renders them, so neither imports the other's
+module for its types (PyJWT's `api_jws` / `api_jwt` split: shared shapes below, each layer importing down).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional
+
+from .errors import BehestLambdaError
+from .identity import Identity
+from .request import Request
+
+Ender = Callable[[Optional[BehestLambdaError], bool], None]
+
+
+class Reply(NamedTuple):
+    """An answer before it is rendered for a front: status, headers, body chunks, and what to do at its end."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: Iterator[bytes]
+    stream: bool = False
+    on_end: Optional[Ender] = None
+
+
+Core = Callable[[Request, Identity], Reply]
+
+
+def json_reply(status: int, body: Any, headers: Optional[Mapping[str, str]] = None) -> Reply:
+    """A whole JSON reply, never cached."""
+    data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    return Reply(status, {"content-type": "application/json", "cache-control": "no-store", **(headers or {})},
+                 iter((data,)))
