@@ -14,7 +14,7 @@ from typing import Any, Callable, Generator, Iterator, Mapping, Optional
 
 from .errors import BehestLambdaError, ConfigurationError, UpstreamError, answer_for, sse_error_event
 from .identity import identity_from_claims
-from .reply import Core, Ender, Reply
+from .reply import Core, Ender, Identify, Reply
 from .request import Request
 from .routes import FUNCTION_URL, HTTP_API, STREAM_FUNCTION, RouteSpec, match, routes_for
 from .settings import Settings
@@ -87,13 +87,16 @@ class Service:
     """One function's routes and everything they share, built once per container."""
 
     def __init__(self, settings: Settings, telemetry: Telemetry, routes: tuple[RouteSpec, ...], front: str,
-                 cores: Mapping[str, Core], *, caller: Optional[Callable[[Request], Mapping[str, Any]]] = None) -> None:
+                 cores: Mapping[str, Core], *, identify: Optional[Identify] = None) -> None:
         self.settings = settings
         self.telemetry = telemetry
         self.routes = routes
         self.front = front
         self.cores = dict(cores)
-        self._caller = caller
+        # Who is calling: by default the claims API Gateway's authorizer verified; a front that verifies
+        # its callers itself (the Function URL) passes its own.
+        self._identify: Identify = identify or (lambda request: identity_from_claims(request.claims,
+                                                                                     settings.identity))
 
     @classmethod
     def from_env(cls, function: str, telemetry: Telemetry, environ: Optional[Mapping[str, str]] = None) -> Service:
@@ -107,9 +110,9 @@ class Service:
 
         front = FUNCTION_URL if function == STREAM_FUNCTION else HTTP_API
         routes = routes_for(FUNCTION_URL) if front == FUNCTION_URL else routes_for(HTTP_API, function)
-        cores, caller = build_cores({r.core for r in routes}, settings, telemetry, verify_callers=front == FUNCTION_URL,
-                                    key_source=key_source)
-        return cls(settings, telemetry, routes, front, cores, caller=caller)
+        cores, identify = build_cores({r.core for r in routes}, settings, telemetry,
+                                      verify_callers=front == FUNCTION_URL, key_source=key_source)
+        return cls(settings, telemetry, routes, front, cores, identify=identify)
 
     def reply(self, event: Mapping[str, Any], *, deadline: Optional[float] = None) -> Reply:
         """Read, route, identify and answer one event; every known failure is its answer."""
@@ -118,9 +121,7 @@ class Service:
             self.telemetry.set_correlation_id(request.request_id)
             found = match(request.method, request.path, self.routes)
             request = request._replace(params=found.params, deadline=deadline)
-            claims = self._caller(request) if self._caller is not None else request.claims
-            identity = identity_from_claims(claims, self.settings.identity)
-            return self.cores[found.route.core](request, identity)
+            return self.cores[found.route.core](request, self._identify(request))
         except BehestLambdaError as e:
             return self.refusal(e)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Optional
 
 from .errors import BehestLambdaError, UpstreamError
-from .identity import Identity
+from .identity import Identity, identity_from_claims
 from .key_source import KeySource, key_source_for
 from .mint import Minter, MintRequest
-from .reply import Core, Reply, json_reply
+from .reply import Core, Identify, Reply, json_reply
 from .request import Request
 from .settings import RelaySettings, Settings
 from .telemetry import Telemetry
@@ -17,11 +17,8 @@ from .usage import BROKEN, CLIENT_GONE, OK, UsageMeter
 if TYPE_CHECKING:
     from .relay import Relay
 
-Caller = Callable[[Request], Mapping[str, Any]]
-
-
 def build_cores(names: set[str], settings: Settings, telemetry: Telemetry, *, verify_callers: bool,
-                key_source: Optional[KeySource] = None) -> tuple[dict[str, Core], Optional[Caller]]:
+                key_source: Optional[KeySource] = None) -> tuple[dict[str, Core], Optional[Identify]]:
     """The cores `names` need, sharing one key source, minter and relay; and the caller check for a Function URL."""
     minter = Minter(settings.mint, key_source or key_source_for(settings.key, telemetry))
     cores: dict[str, Core] = {}
@@ -34,16 +31,17 @@ def build_cores(names: set[str], settings: Settings, telemetry: Telemetry, *, ve
         relay = Relay(settings.relay, minter)
         for name in relayed:
             cores[name] = relay_core(name, relay, settings.relay, telemetry)
-    caller: Optional[Caller] = None
+    identify: Optional[Identify] = None
     if verify_callers:
         from .caller_token import CallerTokenVerifier, bearer_token  # the streaming function's alone
 
         verifier = CallerTokenVerifier.from_settings(settings.caller, telemetry)
 
-        def caller(request: Request) -> Mapping[str, Any]:
-            return verifier.claims(bearer_token(request.header("authorization")))
+        def identify(request: Request) -> Identity:
+            return identity_from_claims(verifier.claims(bearer_token(request.header("authorization"))),
+                                        settings.identity)
 
-    return cores, caller
+    return cores, identify
 
 
 def token_core(minter: Minter, telemetry: Telemetry) -> Core:

@@ -27,6 +27,8 @@ class Reply(NamedTuple):
 
 
 Core = Callable[[Request, Identity], Reply]
+# How a front learns who is calling: the verified identity of a request, or an error that is its answer.
+Identify = Callable[[Request], Identity]
 
 
 def json_reply(status: int, body: Any, headers: Optional[Mapping[str, str]] = None) -> Reply:
