@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from moto.server import ThreadedMotoServer
 
 from behest_lambda.routes import FUNCTION_URL, HTTP_API, RELAY_FUNCTION, TOKEN_FUNCTION, routes_for
-from devstack.identity_provider import LocalIdentityProvider
+from devstack.identity import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
 from devstack.standin import StandinGateway
 from devstack.stream_url import StreamFunctionUrl
