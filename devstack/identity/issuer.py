@@ -108,6 +108,18 @@ class LocalIdentityProvider(LoopbackService):
         if self._key_host is not None:
             self._key_host.stop()
 
+    @property
+    def cookie_name(self) -> Optional[str]:
+        """The session cookie the provider's browser SDK writes, if it has one.
+
+        supabase-js names it `sb-<first label of the project URL's host>-auth-token`: `sb-<ref>-…` for
+        `<ref>.supabase.co`, `sb-127-…` for a project on 127.0.0.1 (as the Supabase CLI's local stack).
+        """
+        if self.shape.cookie is None:
+            return None
+        host = urllib.parse.urlsplit(self.url).hostname or ""
+        return self.shape.cookie.name.replace("{ref}", host.split(".")[0])
+
     def jwks(self) -> dict[str, Any]:
         return self.keys.jwks()
 
@@ -161,8 +173,8 @@ class LocalIdentityProvider(LoopbackService):
                        "identities": [{"identity_id": str(uuid.uuid4()), "provider": "email",
                                        "identity_data": {"email": f"{user}@example.com", "sub": self.user_id(user)}}]}
             session = supabase_session(token, profile, claims["exp"], DEFAULT_TTL)
-            answer["cookies"] = [{"name": name, "value": value}
-                                 for name, value in cookies_for(self.shape.cookie, token, session)]
+            cookie = self.shape.cookie._replace(name=self.cookie_name)
+            answer["cookies"] = [{"name": name, "value": value} for name, value in cookies_for(cookie, token, session)]
         return answer
 
     def handler_class(self, *, keys_only: bool) -> type[NoDelayHandler]:

@@ -18,7 +18,6 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional
 # Stable dev ids derived from the dev user's name, so that "ada" is the same user on every run.
 _NAMESPACE = uuid.UUID("6d1f0a52-8f0e-4a43-9d59-5b2f7c1e0b11")
 
-SUPABASE_REF = "behestdevlocalstacks"  # a project ref is 20 lowercase letters
 FIREBASE_PROJECT = "behest-dev-project"
 ENTRA_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 ENTRA_API_CLIENT = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
@@ -64,7 +63,7 @@ Claims = Callable[[str, TokenContext], dict[str, Any]]
 class CookieShape(NamedTuple):
     """Where the provider's browser SDK keeps the session: the cookie's name and how its value is written."""
 
-    name: str
+    name: str  # "{ref}" is the first label of the issuer's host, as supabase-js names its storage key
     encoding: str  # "token": the JWT itself (Clerk); "supabase-session": @supabase/ssr's base64- JSON, chunked
 
 
@@ -230,7 +229,7 @@ SHAPES: dict[str, ProviderShape] = {shape.name: shape for shape in (
     ProviderShape("supabase", "https://supabase.com/docs/guides/auth/jwts", "/auth/v1",
                   "/auth/v1/.well-known/jwks.json", False, "ES256", "authenticated", _supabase_id, _supabase,
                   tier_claim="app_metadata.plan",
-                  cookie=CookieShape(f"sb-{SUPABASE_REF}-auth-token", "supabase-session"), key_ops=True),
+                  cookie=CookieShape("sb-{ref}-auth-token", "supabase-session"), key_ops=True),
     # Keys on another host: the discovery document's jwks_uri (www.googleapis.com in production).
     ProviderShape("firebase", "https://firebase.google.com/docs/auth/admin/verify-id-tokens"
                   "#verify_id_tokens_using_a_third-party_jwt_library", "/" + FIREBASE_PROJECT,
