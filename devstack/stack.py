@@ -232,7 +232,7 @@ class LocalStack:
         verifier = "the functions (no JWT authorizer)" if self.function_verifies else "the API's JWT authorizer"
         cookie = f", or the {self.identity.cookie_name} cookie" if self.identity.cookie_name else ""
         return f"""
-behest-lambda local stack is up ({self.mode} mode, identity provider {self.idp}{self._hs256()})
+behest-lambda local stack is up ({self.mode} mode, --idp {self.idp}{self._hs256()})
   demo page                  {api}/
   API (token + chat relay)   {api}     routes {routes} (buffered)
   streaming chat relay       {stream}     {streamed}, token by token (the Function URL)
