@@ -190,10 +190,13 @@ class LocalStack:
         return env
 
     def page_config(self) -> dict[str, str]:
-        """Where the demo page finds each piece."""
+        """Where the demo page finds each piece, which provider it signs in with, and that provider's cookie."""
         assert self.api and self.identity and self.behest and self.stream
-        return {"apiUrl": self.api.url, "identityUrl": self.identity.url, "behestUrl": self.behest.url,
-                "relayUrl": self.stream.url}
+        config = {"apiUrl": self.api.url, "identityUrl": self.identity.url, "behestUrl": self.behest.url,
+                  "relayUrl": self.stream.url, "identityProvider": self.idp}
+        if self.identity.cookie_name:
+            config["cookieName"] = self.identity.cookie_name
+        return config
 
     def _hs256(self) -> str:
         return ", legacy HS256 secret" if self.legacy_secret else ""
