@@ -60,13 +60,13 @@ class ProviderServer:
             def do_GET(self) -> None:  # noqa: N802
                 path = self.path.split("?")[0]
                 server.fetches[path] = server.fetches.get(path, 0) + 1
-                if path == server.issuer_path + DISCOVERY and server.redirect_to is not None:
+                if path == server.issuer_path.rstrip("/") + DISCOVERY and server.redirect_to is not None:
                     self.send_response(302)
                     self.send_header("Location", server.redirect_to)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                if path == server.issuer_path + DISCOVERY:
+                if path == server.issuer_path.rstrip("/") + DISCOVERY:
                     status, document = server.discovery_status, server.discovery()
                 elif path == KEYS_PATH:
                     status, document = 200, {"keys": server.keys}
@@ -98,7 +98,7 @@ class ProviderServer:
 
     @property
     def discovery_fetches(self) -> int:
-        return self.fetches.get(self.issuer_path + DISCOVERY, 0)
+        return self.fetches.get(self.issuer_path.rstrip("/") + DISCOVERY, 0)
 
     @property
     def jwks_fetches(self) -> int:
