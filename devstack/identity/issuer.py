@@ -173,7 +173,7 @@ class LocalIdentityProvider(LoopbackService):
                        "identities": [{"identity_id": str(uuid.uuid4()), "provider": "email",
                                        "identity_data": {"email": f"{user}@example.com", "sub": self.user_id(user)}}]}
             session = supabase_session(token, profile, claims["exp"], DEFAULT_TTL)
-            cookie = self.shape.cookie._replace(name=self.cookie_name)
+            cookie = self.shape.cookie._replace(name=self.cookie_name or self.shape.cookie.name)
             answer["cookies"] = [{"name": name, "value": value} for name, value in cookies_for(cookie, token, session)]
         return answer
 
