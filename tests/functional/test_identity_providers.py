@@ -355,3 +355,29 @@ def test_a_discovery_document_that_redirects_is_huge_or_names_plain_http_keys_is
         assert answer.json["error"]["code"] == "identity_keys_unavailable", answer
     assert dev.identity.jwks_requests == 0
     assert dev.upstream_users() == []
+
+
+def test_a_supabase_project_on_its_legacy_jwt_secret_signs_users_in_on_both_fronts() -> None:
+    """https://supabase.com/docs/guides/auth/signing-keys: the legacy JWT secret signs HS256 and publishes no key.
+
+    `make dev --idp supabase --legacy-hs256` keeps that secret in the key secret (moto), never in a variable.
+    """
+    stack = LocalStack(Ports(0, 0, 0, 0, 0), chunk_delay=0, idp="supabase", legacy_secret=True).start()
+    try:
+        dev = Dev(stack)
+        signed_in = dev.sign_in("ada")
+        header = jwt.get_unverified_header(signed_in["id_token"])
+
+        secret = dev.identity.legacy_secret
+        assert header["alg"] == "HS256" and dev.identity.jwks() == {"keys": []}
+        assert secret and not any(secret in value for value in stack.env.values())
+        assert_same_user_everywhere(dev, dev.bearer(signed_in["id_token"]), dev.identity.user_id("ada"))
+        pairs = [(c["name"], c["value"]) for c in signed_in["cookies"]]
+        assert_same_user_everywhere(dev, dev.cookies(pairs), dev.identity.user_id("ada"))
+        # Signed with another secret: refused.
+        forged = jwt.encode(dev.identity.payload("ada"), "another-secret-of-at-least-32-characters!",
+                            algorithm="HS256")
+        for answer in dev.calls(dev.bearer(forged)).values():
+            assert_refused(answer)
+    finally:
+        stack.stop()
