@@ -21,7 +21,7 @@ from behest_lambda.errors import ConfigurationError, UnauthenticatedError
 from behest_lambda.identity import claim_at, identity_from_claims
 from behest_lambda.key_source import SecretKeySource
 from behest_lambda.providers import PROVIDERS, is_loopback
-from behest_lambda.routes import TOKEN_FUNCTION
+from behest_lambda.routes import RELAY_FUNCTION, TOKEN_FUNCTION
 from behest_lambda.settings import Settings
 from tests.support import ROOT, CapturedTelemetry, key_pem, load_event, sign_env
 from tests.unit.provider_fake import AUDIENCE, ProviderServer, serve
@@ -317,12 +317,12 @@ def test_through_api_gateways_authorizer_an_object_claim_arrives_flattened_and_g
 # Cold start: the authorizer path loads none of this.
 
 
-def loaded_modules(env: dict[str, str]) -> set[str]:
+def loaded_modules(env: dict[str, str], function: str) -> set[str]:
     script = (
         "import json, sys\n"
         "from behest_lambda.app import Service\n"
         "from behest_lambda.telemetry import Telemetry\n"
-        f"Service.from_env({TOKEN_FUNCTION!r}, Telemetry('cold'), {env!r})\n"
+        f"Service.from_env({function!r}, Telemetry('cold'), {env!r})\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT / "functions", capture_output=True, text=True,
@@ -330,13 +330,14 @@ def loaded_modules(env: dict[str, str]) -> set[str]:
     return set(json.loads(done.stdout))
 
 
-def test_the_authorizer_path_never_loads_the_verifier_or_the_cookie_reader() -> None:
+@pytest.mark.parametrize("function", [TOKEN_FUNCTION, RELAY_FUNCTION])
+def test_the_authorizer_path_never_loads_the_verifier_or_the_cookie_reader(function: str) -> None:
     base = sign_env(BEHEST_CALLER_ISSUER="https://issuer.example.com", BEHEST_CALLER_AUDIENCE="app",
                     BEHEST_IDENTITY_PROVIDER="okta", BEHEST_VERIFY_CALLERS="false")
 
-    authorizer = loaded_modules(base)
+    authorizer = loaded_modules(base, function)
     verifying = loaded_modules({**base, "BEHEST_CALLER_ISSUER": "https://example.okta.com/oauth2/default",
-                                "BEHEST_VERIFY_CALLERS": "true"})
+                                "BEHEST_VERIFY_CALLERS": "true"}, function)
 
     assert {"behest_lambda.caller_token", "behest_lambda.session_cookie", "http.cookies"}.isdisjoint(authorizer)
     assert "behest_lambda.providers" in authorizer  # one row of a table: the user-id claim
