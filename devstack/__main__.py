@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions"))
 
 from behest_lambda.providers import DEFAULT_PROVIDER  # noqa: E402
 from devstack.identity import SHAPES  # noqa: E402
-from devstack.stack import LocalStack, Ports  # noqa: E402
+from devstack.stack import DevStack, Ports  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -42,9 +42,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signum, lambda *_: done.set())
     ports = Ports(args.api_port, args.stream_port, args.identity_port, args.behest_port, args.secrets_port)
     try:
-        stack = LocalStack(ports, chunk_delay=args.chunk_delay, mode=args.mode,
-                           allowed_origins=tuple(args.allow_origin), idp=args.idp,
-                           legacy_secret=args.legacy_hs256).start()
+        stack = DevStack(ports, chunk_delay=args.chunk_delay, mode=args.mode,
+                         allowed_origins=tuple(args.allow_origin), idp=args.idp,
+                         legacy_secret=args.legacy_hs256).start()
     except OSError as e:
         print(f"could not start the local stack: {e} (is a port taken? see --help for the port flags)",
               file=sys.stderr)

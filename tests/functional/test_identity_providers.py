@@ -1,6 +1,6 @@
 """Every imitated identity provider signs users in on both fronts of `make dev`'s stack, by header and by cookie.
 
-Each stack is `devstack.stack.LocalStack` (what `make dev --idp NAME` runs, ports 0): the imitated
+Each stack is `devstack.stack.DevStack` (what `make dev --idp NAME` runs, ports 0): the imitated
 provider, moto, the stand-in Behest, the local HTTP API (with API Gateway's JWT authorizer where the
 template keeps it, none where the functions verify) and the local Function URL. A user is the
 same user on both fronts when the minted Behest token and the requests the stand-in received
@@ -21,7 +21,7 @@ import pytest
 
 from devstack.identity.cookies import cookie_header, supabase_cookie_values, supabase_session
 from devstack.identity.shapes import SHAPES
-from devstack.stack import LocalStack, Ports
+from devstack.stack import DevStack, Ports
 
 DOCS = {name: shape.docs for name, shape in SHAPES.items()}
 CLERK_DOCS = "https://clerk.com/docs/guides/sessions/manual-jwt-verification"
@@ -66,7 +66,7 @@ def send(url: str, body: Any = None, headers: Optional[dict[str, str]] = None, m
 class Dev:
     """A started stack and what a test asks of it."""
 
-    def __init__(self, stack: LocalStack) -> None:
+    def __init__(self, stack: DevStack) -> None:
         self.stack = stack
         assert stack.api and stack.stream and stack.identity and stack.behest
         self.api = stack.api.url
@@ -109,7 +109,7 @@ class Dev:
 
 @pytest.fixture(scope="module")
 def dev(request: pytest.FixtureRequest) -> Iterator[Dev]:
-    stack = LocalStack(Ports(0, 0, 0, 0, 0), chunk_delay=0, idp=request.param).start()
+    stack = DevStack(Ports(0, 0, 0, 0, 0), chunk_delay=0, idp=request.param).start()
     try:
         yield Dev(stack)
     finally:
@@ -330,7 +330,7 @@ def test_an_es256_signature_in_der_rather_than_raw_r_s_is_refused_on_both_fronts
 @pytest.fixture
 def fresh_supabase() -> Iterator[Dev]:
     """A stack whose functions have not yet fetched the provider's discovery document."""
-    stack = LocalStack(Ports(0, 0, 0, 0, 0), chunk_delay=0, idp="supabase").start()
+    stack = DevStack(Ports(0, 0, 0, 0, 0), chunk_delay=0, idp="supabase").start()
     try:
         yield Dev(stack)
     finally:
@@ -362,7 +362,7 @@ def test_a_supabase_project_on_its_legacy_jwt_secret_signs_users_in_on_both_fron
 
     `make dev --idp supabase --legacy-hs256` keeps that secret in the key secret (moto), never in a variable.
     """
-    stack = LocalStack(Ports(0, 0, 0, 0, 0), chunk_delay=0, idp="supabase", legacy_secret=True).start()
+    stack = DevStack(Ports(0, 0, 0, 0, 0), chunk_delay=0, idp="supabase", legacy_secret=True).start()
     try:
         dev = Dev(stack)
         signed_in = dev.sign_in("ada")
