@@ -8,7 +8,6 @@ stand-in's own for that request (`usage_for` of the body it received), streamed 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any, Iterator
