@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from devstack.standin import CHAT_PATH, RESPONSES_PATH, schema_instance, usage_for
 from tests.dev_process import DevProcess
+from tests.support import standin_figures
 
 FRONTS = ["api", "stream"]
 ROUTES = {CHAT_PATH: "chat", RESPONSES_PATH: "responses"}
@@ -76,12 +77,8 @@ class Caller:
         upstream = self.upstream()
         assert len(upstream) == count
         records = self.records(count)
-        expected = []
-        for request in upstream:
-            usage = usage_for(request["path"], request["body"], self.user)
-            expected.append((ROUTES[request["path"]], request["body"].get("stream") is True,
-                             usage.get("prompt_tokens", usage.get("input_tokens")),
-                             usage.get("completion_tokens", usage.get("output_tokens"))))
+        expected = [(ROUTES[r["path"]], r["body"].get("stream") is True, *standin_figures(r["path"], r["body"], self.user))
+                    for r in upstream]
         assert [(r["route"], r["streamed"], r["input_tokens"], r["output_tokens"]) for r in records] == expected
         assert all((r["outcome"], r["status"]) == ("ok", 200) for r in records)
         return upstream
