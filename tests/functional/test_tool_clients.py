@@ -8,6 +8,7 @@ stand-in's own for that request (`usage_for` of the body it received), streamed 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any, Iterator
@@ -164,3 +165,117 @@ def test_openai_py_responses_function_calls_whole_and_streamed_then_function_cal
     assert kinds.count("response.function_call_arguments.done") == 2 and kinds[-1] == "response.completed"
     assert answer.output_text == f"Hello {caller.user}! The tools said: weather fine | time fine"
     caller.assert_usage_records_match_the_stand_in(3)
+
+
+# --- LangChain ---------------------------------------------------------------------------------------------------
+
+def weather(city: str, days: int) -> str:
+    """The weather in a city for the next days."""
+    return f"{city}: sunny for {days} days"
+
+
+def time_in(zone: str) -> str:
+    """The time in a zone."""
+    return f"{zone}: 14:05"
+
+
+TOOL_ARGUMENTS = [("weather", {"city": "city", "days": 7}), ("time_in", {"zone": "zone"})]
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_langchain_binds_tools_streams_their_calls_and_reads_structured_output(
+    dev: DevProcess, front: str, api: str,
+) -> None:
+    from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage
+    from langchain_openai import ChatOpenAI
+
+    caller = Caller(dev, front, f"langchain-{api}")
+    llm = ChatOpenAI(model="behest-default", base_url=caller.base_url, api_key=caller.token,  # type: ignore[arg-type]
+                     max_retries=0, timeout=20, use_responses_api=api == "responses")
+    bound = llm.bind_tools([weather, time_in])
+    ask = [HumanMessage(ASK[0]["content"])]
+
+    called = bound.invoke(ask)
+    streamed: Any = None
+    for chunk in bound.stream(ask):
+        streamed = chunk if streamed is None else streamed + chunk
+    results = [ToolMessage(content=f"{call['name']} fine", tool_call_id=call["id"]) for call in called.tool_calls]  # type: ignore[attr-defined]
+    answer = bound.invoke([*ask, called, *results])
+    structured = llm.with_structured_output(Weather).invoke(ask)
+
+    assert [(c["name"], c["args"]) for c in called.tool_calls] == TOOL_ARGUMENTS  # type: ignore[attr-defined]
+    assert isinstance(streamed, AIMessageChunk) and [(c["name"], c["args"]) for c in streamed.tool_calls] == TOOL_ARGUMENTS
+    assert answer.text == f"Hello {caller.user}! The tools said: weather fine | time_in fine"
+    assert structured == Weather(city="city", days=7)
+    upstream = caller.assert_usage_records_match_the_stand_in(4)
+    assert [r["path"] for r in upstream] == [CHAT_PATH if api == "chat" else RESPONSES_PATH] * 4
+
+
+# --- the OpenAI Agents SDK ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("api", ["responses", "chat"])
+def test_an_openai_agent_runs_its_function_tools_whole_and_streamed(dev: DevProcess, front: str, api: str) -> None:
+    from agents import (
+        Agent,
+        OpenAIChatCompletionsModel,
+        OpenAIResponsesModel,
+        Runner,
+        function_tool,
+        set_tracing_disabled,
+    )
+
+    set_tracing_disabled(True)  # traces would go to OpenAI's servers: nothing leaves loopback
+    caller = Caller(dev, front, f"agents-{api}")
+    client = caller.async_openai()
+    model = (OpenAIResponsesModel if api == "responses" else OpenAIChatCompletionsModel)(
+        model="behest-default", openai_client=client)
+    agent = Agent(name="forecaster", instructions="Answer with the tools.", model=model,
+                  tools=[function_tool(weather), function_tool(time_in)])
+
+    async def both() -> tuple[Any, Any, list[str]]:
+        whole = await Runner.run(agent, ASK[0]["content"])
+        streamed = Runner.run_streamed(agent, ASK[0]["content"])
+        kinds = [event.type async for event in streamed.stream_events()]
+        await client.close()
+        return whole, streamed, kinds
+
+    whole, streamed, kinds = asyncio.run(both())
+
+    reply = f"Hello {caller.user}! The tools said: city: sunny for 7 days | zone: 14:05"
+    assert whole.final_output == streamed.final_output == reply
+    assert "run_item_stream_event" in kinds and "raw_response_event" in kinds
+    upstream = caller.assert_usage_records_match_the_stand_in(4)
+    assert [r["body"].get("stream") is True for r in upstream] == [False, False, True, True]
+
+
+# --- pydantic-ai ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_a_pydantic_ai_agent_calls_its_tools_then_returns_its_output_type(dev: DevProcess, front: str, api: str) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    caller = Caller(dev, front, f"pydantic-ai-{api}")
+    client = caller.async_openai()
+    model = (OpenAIChatModel if api == "chat" else OpenAIResponsesModel)(
+        "behest-default", provider=OpenAIProvider(openai_client=client))
+    # One call a turn: the tools run first, the output tool (final_result) last, when the others are done.
+    agent = Agent(model, output_type=Weather, tools=[weather, time_in], model_settings={"parallel_tool_calls": False})
+
+    async def both() -> tuple[Weather, Weather]:
+        whole = await agent.run(ASK[0]["content"])
+        async with agent.run_stream(ASK[0]["content"]) as streamed:
+            output = await streamed.get_output()
+        await client.close()
+        return whole.output, output
+
+    whole, streamed = asyncio.run(both())
+
+    assert whole == streamed == Weather(city="city", days=7)
+    upstream = caller.assert_usage_records_match_the_stand_in(6)
+    tools = [r["body"]["tools"] for r in upstream]
+    assert all(len(offered) == 3 for offered in tools)
