@@ -279,3 +279,27 @@ def test_a_pydantic_ai_agent_calls_its_tools_then_returns_its_output_type(dev: D
     upstream = caller.assert_usage_records_match_the_stand_in(6)
     tools = [r["body"]["tools"] for r in upstream]
     assert all(len(offered) == 3 for offered in tools)
+
+
+# --- instructor ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_instructor_in_tools_mode_reads_the_model_from_a_named_tool_call_whole_and_streamed(
+    dev: DevProcess, front: str,
+) -> None:
+    import instructor
+
+    caller = Caller(dev, front, "instructor")
+    client = instructor.from_openai(caller.openai(), mode=instructor.Mode.TOOLS)
+
+    whole = client.chat.completions.create(model="behest-default", response_model=Weather, messages=ASK, max_retries=0)
+    partials = list(client.chat.completions.create_partial(model="behest-default", response_model=Weather,
+                                                           messages=ASK, max_retries=0))
+
+    assert whole.model_dump() == partials[-1].model_dump() == {"city": "city", "days": 7}
+    assert len(partials) > 1  # filled in as the argument fragments arrived
+    upstream = caller.assert_usage_records_match_the_stand_in(2)
+    # Tools mode: one tool, the model's schema, named in tool_choice.
+    for request in upstream:
+        [offered] = request["body"]["tools"]
+        assert request["body"]["tool_choice"] == {"type": "function", "function": {"name": offered["function"]["name"]}}
