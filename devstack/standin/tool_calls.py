@@ -50,10 +50,14 @@ class Offer(NamedTuple):
 
 
 def chat_tools(body: dict[str, Any]) -> Offer:
-    """The function tools of a chat request (`{"type": "function", "function": {...}}`), or Refusal(400)."""
+    """The function tools of a chat request (`{"type": "function", "function": {...}}`); other tool types are not used."""
     tools = []
     for index, tool in enumerate(_list(body, "tools")):
-        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict):
+            raise Refusal(400, "validation_error", f"tools[{index}] must be an object")
+        if tool.get("type", "function") != "function":
+            continue
+        function = tool.get("function")
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise Refusal(400, "validation_error", f"tools[{index}] must be a function with a name")
         tools.append(Tool(function["name"], _parameters(function.get("parameters"))))

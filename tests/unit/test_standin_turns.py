@@ -33,6 +33,13 @@ def test_every_offered_tool_is_called_at_once_unless_parallel_calls_are_off() ->
     assert names(chat(parallel_tool_calls=False)) == ["weather"]
 
 
+def test_tools_of_other_types_are_offered_but_never_called() -> None:
+    custom = {"type": "custom", "custom": {"name": "grammar"}}
+
+    assert names(chat(tools=[custom, *CHAT_TOOLS])) == ["weather", "time"]
+    assert names(chat(tools=[custom])) == []
+
+
 def test_a_named_tool_is_called_alone_and_none_calls_nothing() -> None:
     assert names(chat(tool_choice={"type": "function", "function": {"name": "time"}})) == ["time"]
     assert chat_turn(chat(tool_choice="none"), "ada") == (reply_text("ada", ASK[0]["content"]), [])
