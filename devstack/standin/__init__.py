@@ -3,9 +3,9 @@
 It verifies bearer JWTs as the gateway (Kong) does, mints tokens for registered API keys, and
 answers OpenAI-compatible routes deterministically: chat completions and the Responses API
 (buffered or streamed as server-sent events; text, structured output or function calls),
-embeddings (float or base64) and models. It
-records every request and misbehaves on demand on any path: error statuses, slow answers,
-connection resets mid-stream, garbage bodies and streams that never end.
+embeddings (float or base64) and models. It records every request and misbehaves on demand on
+any path: error statuses, slow answers, connection resets mid-stream, garbage bodies and
+streams that never end.
 
     with StandinGateway() as gateway:
         gateway.register_key("sk_test_primary", public_pem)
@@ -14,8 +14,8 @@ connection resets mid-stream, garbage bodies and streams that never end.
 
 Modules: `server` (routes, recording, pacing), `tokens` (JWT checks and minting), `faults`,
 `turns` (what the assistant says: text, JSON in the asked format, or tool calls), `tool_calls`,
-`schema_instance`, `answers` (the OpenAI-shaped bodies and their usage), `responses_events`, `sse`. Run it alone with
-`python -m devstack.standin --port 8787`.
+`schema_instance`, `answers` (the OpenAI-shaped bodies and their usage), `responses_events`,
+`sse`. Run it alone with `python -m devstack.standin --port 8787`.
 """
 
 from .answers import MODELS, reply_text
