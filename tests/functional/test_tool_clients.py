@@ -250,6 +250,29 @@ def test_an_openai_agent_runs_its_function_tools_whole_and_streamed(dev: DevProc
     assert [r["body"].get("stream") is True for r in upstream] == [False, False, True, True]
 
 
+@pytest.mark.parametrize("front", FRONTS)
+def test_an_openai_agent_with_an_output_type_answers_in_its_schema_after_its_tools(dev: DevProcess, front: str) -> None:
+    from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    caller = Caller(dev, front, "agents-output")
+    client = caller.async_openai()
+    agent = Agent(name="forecaster", model=OpenAIResponsesModel(model="behest-default", openai_client=client),
+                  tools=[function_tool(weather)], output_type=Weather)
+
+    async def run() -> Any:
+        result = await Runner.run(agent, ASK[0]["content"])
+        await client.close()
+        return result.final_output
+
+    output = asyncio.run(run())
+
+    assert output == Weather(city="city", days=7)
+    first, second = caller.assert_usage_records_match_the_stand_in(2)
+    assert first["body"]["text"]["format"]["type"] == second["body"]["text"]["format"]["type"] == "json_schema"
+    assert second["body"]["input"][-1]["type"] == "function_call_output"
+
+
 # --- pydantic-ai ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("front", FRONTS)
