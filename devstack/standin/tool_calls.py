@@ -95,7 +95,8 @@ def calls_for(offer: Offer, called: list[str], answers_results: bool, seed: str)
     elif answers_results and offer.choice == "auto":
         return []
     else:
-        chosen = [tool for tool in offer.tools if tool.name not in called] or offer.tools[:1 if answers_results else None]
+        fresh = [tool for tool in offer.tools if tool.name not in called]
+        chosen = fresh or (offer.tools[:1] if answers_results else offer.tools)
         if not offer.parallel:
             chosen = chosen[:1]
     return [Call(call_id(seed, index), tool.name, json.dumps(schema_instance(tool.parameters)))
