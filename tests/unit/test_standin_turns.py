@@ -79,6 +79,14 @@ def test_after_tool_results_a_required_choice_calls_the_tools_not_called_yet() -
     assert names(body) == ["time"]
 
 
+def test_once_every_tool_has_been_called_a_new_question_calls_them_all_and_required_results_the_first() -> None:
+    asked_again = [*with_results("sunny", "14:05"), {"role": "assistant", "content": "ok"},
+                   {"role": "user", "content": "and tomorrow?"}]
+
+    assert names(chat(messages=asked_again)) == ["weather", "time"]
+    assert names(chat(messages=with_results("sunny", "14:05"), tool_choice="required")) == ["weather"]
+
+
 def test_a_json_schema_format_answers_its_schema_instance_and_json_object_wraps_the_text() -> None:
     schema_format = {"type": "json_schema", "json_schema": {"name": "w", "schema": WEATHER, "strict": True}}
 
