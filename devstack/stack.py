@@ -198,6 +198,19 @@ class DevStack:
             config["cookieName"] = self.identity.cookie_name
         return config
 
+    def _cookie_example(self) -> str:
+        """For a provider with a session cookie: sign in by that cookie, as a same-origin page would."""
+        assert self.api and self.identity
+        if not self.identity.cookie_name:
+            return ""
+        api, idp = self.api.url, self.identity.url
+        return f"""
+By the {self.identity.cookie_name} session cookie (what the provider's browser SDK writes; the Origin must be allowed):
+  COOKIE=$(curl -s -X POST {idp}/token -d '{{"user": "ada", "plan": "pro"}}' | python3 -c \\
+           'import json, sys; print("; ".join(c["name"] + "=" + c["value"] for c in json.load(sys.stdin)["cookies"]))')
+  curl -s -X POST {api}/api/behest/token -H "Cookie: $COOKIE" -H 'Origin: {api}'
+"""
+
     def _hs256(self) -> str:
         return ", legacy HS256 secret" if self.legacy_secret else ""
 
@@ -266,7 +279,7 @@ Try it:
        -H 'Content-Type: application/json' -d '{{"stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
   curl -sN {stream}/v1/responses -H "Authorization: Bearer $TOKEN" \\
        -H 'Content-Type: application/json' -d '{{"stream": true, "input": "hi"}}'
-
+{self._cookie_example()}
 OpenAI SDK (api_key = the user's identity token):
   from openai import OpenAI
   client = OpenAI(base_url="{stream}/v1", api_key=TOKEN)
