@@ -85,7 +85,10 @@ def test_an_issuer_of_the_presets_shape_is_accepted(preset: str, issuer: str) ->
     ("google", "https://accounts.google.com/o/oauth2", "https://accounts.google.com"),
     ("firebase", "https://securetoken.google.com/a/b", "https://securetoken.google.com/<project id>"),
     ("keycloak", "https://sso.example.com/app", "https://<host>/realms/<realm>"),
-    ("clerk", "https://clerk.example.com/v1", "https://<your Frontend API host> (no path)"),
+    ("clerk", "https://clerk.example.com/v1", "https://<your Frontend API host> (no path"),
+    # The iss of their tokens has no trailing slash, and the issuer is compared exactly.
+    ("clerk", "https://clerk.example.com/", "(no path, no trailing /)"),
+    ("google", "https://accounts.google.com/", "https://accounts.google.com (no trailing /)"),
     ("oidc", "http://issuer.example.com", "https://<your issuer>"),
     ("oidc", "http://127.0.0.2.example.com", "https://<your issuer>"),
     ("oidc", "https://issuer.example.com/?x=1", "https://<your issuer>"),
