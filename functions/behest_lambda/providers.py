@@ -75,8 +75,8 @@ class Provider(NamedTuple):
         )
         if fits:
             return None
-        return (f"the {self.name} issuer must look like {self.issuer_form} (got {issuer[:120]!r}); "
-                f"or choose the identity provider oidc")
+        return (f"the {self.name} issuer must look like {self.issuer_form} (got {issuer[:120]!r}; see "
+                f"{self.docs}), or choose the identity provider oidc")
 
     def function_verifies(self, cookie_override: Optional[str] = None) -> bool:
         """Whether the HTTP API's functions must verify tokens themselves (API Gateway's authorizer cannot)."""
