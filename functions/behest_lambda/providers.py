@@ -93,7 +93,7 @@ _PROVIDERS = (
     Provider("auth0", "https://<tenant>.auth0.com/ (with the trailing /)", r"/", _ANY_HOST,
              "https://auth0.com/docs/secure/tokens/access-tokens/validate-access-tokens"),
     Provider("clerk", "https://<your Frontend API host> (no path, no trailing /)", r"", _ANY_HOST,
-             "https://clerk.com/docs/backend-requests/manual-jwt",
+             "https://clerk.com/docs/guides/sessions/manual-jwt-verification",
              audience=AUD_OR_AZP, cookie="__session", authorizer_verifies=False),
     Provider("supabase", "https://<project ref>.supabase.co/auth/v1", r"/auth/v1", _ANY_HOST,
              "https://supabase.com/docs/guides/auth/jwts",

@@ -136,7 +136,7 @@ def test_a_preset_with_a_cookie_needs_the_allowed_origins() -> None:
 
 
 # Clerk: session tokens carry no aud; azp is the origin that asked, checked against the authorized parties.
-# https://clerk.com/docs/backend-requests/manual-jwt
+# https://clerk.com/docs/guides/sessions/manual-jwt-verification
 
 
 @pytest.fixture
