@@ -237,8 +237,8 @@ class LocalHttpApi(LoopbackService):
                 except Exception:  # API Gateway's answer to a function error; the traceback goes to the console
                     self.send_whole(500, {"Content-Type": "application/json"}, INTERNAL_ERROR)
                     raise
-                data = response.get("body") or ""
-                payload = base64.b64decode(data) if response.get("isBase64Encoded") else str(data).encode("utf-8")
+                text = response.get("body") or ""
+                payload = base64.b64decode(text) if response.get("isBase64Encoded") else str(text).encode("utf-8")
                 self.send_whole(int(response.get("statusCode", 200)), dict(response.get("headers") or {}), payload)
 
             def error_body(self, status: int, message: str) -> bytes:
