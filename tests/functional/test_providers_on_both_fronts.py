@@ -381,3 +381,22 @@ def test_a_supabase_project_on_its_legacy_jwt_secret_signs_users_in_on_both_fron
             assert_refused(answer)
     finally:
         stack.stop()
+
+
+@pytest.mark.parametrize(("dev", "docs"), providers("clerk", "supabase", "okta"), indirect=["dev"])
+def test_cors_allows_credentials_for_exactly_the_allowed_origins_where_a_cookie_may_carry_the_token(
+    dev: Dev, docs: str
+) -> None:
+    """https://developer.mozilla.org/en-US/docs/Web/HTTP/Guides/CORS#requests_with_credentials: a credentialed
+    answer needs Access-Control-Allow-Credentials: true and the exact origin, never *."""
+    cookie = dev.identity.cookie_name is not None
+    token = dev.sign_in("ada")["id_token"]
+    for front in (dev.api + "/api/behest/token", dev.stream + "/v1/chat/completions"):
+        for origin, allowed in ((dev.origin, True), (FOREIGN_ORIGIN, False)):
+            preflight = send(front, None, {"Origin": origin, "Access-Control-Request-Method": "POST",
+                                           "Access-Control-Request-Headers": "content-type"}, method="OPTIONS")
+            answer = send(front, STREAM_HI, {"Origin": origin, **dev.bearer(token)})
+            for headers in (preflight.headers, answer.headers):
+                assert headers.get("access-control-allow-origin") == (origin if allowed else None), front
+                expected = "true" if allowed and cookie else None
+                assert headers.get("access-control-allow-credentials") == expected, front
