@@ -13,6 +13,7 @@ compares values.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -39,6 +40,9 @@ MIN_RSA_BITS = 2048
 JWKS_FETCH_TIMEOUT = 3.0  # one deadline for the whole fetch: connect, headers and body
 MAX_JWKS_BYTES = 512 * 1024
 MAX_DISCOVERY_BYTES = 64 * 1024
+# Providers publish a handful of keys (Entra about ten); only this many JWKS entries are read, so a stuffed
+# JWKS costs one JSON parse rather than thousands of key loads on every refetch.
+MAX_JWKS_KEYS = 100
 # Whatever BEHEST_JWKS_CACHE_TTL says, keys are trusted at least this long (a TTL of 0 would fetch on every request).
 MIN_JWKS_CACHE_TTL = 60.0
 # A token naming an unknown kid refetches the JWKS (the provider may have rotated), but only when
@@ -64,6 +68,9 @@ ALGORITHMS_BY_KEY: dict[tuple[str, Optional[str]], tuple[str, ...]] = {
 }
 # Supabase's legacy shared secret signs with this, and only this.
 LEGACY_HMAC = "HS256"
+# A compact JWS is three base64url segments (RFC 7515 7.1). PyJWT's base64 decoding skips other characters,
+# so "<token>," (two Authorization headers joined by API Gateway) would otherwise verify as the token.
+COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 JsonFetcher = Callable[[str, float], Any]
 SecretSource = Callable[[], Optional[bytes]]
@@ -141,7 +148,12 @@ def discovery_url(issuer: str) -> str:
 
 
 def jwks_uri_of(document: Any, issuer: str) -> str:
-    """The `jwks_uri` of the issuer's discovery document, which must name that issuer exactly."""
+    """The `jwks_uri` of the issuer's discovery document, which must name that issuer exactly.
+
+    Plain http to loopback is for `make dev` and tests: an https issuer's keys stay on https, so its
+    discovery document cannot send the function to a service on its own loopback (the Lambda runtime
+    API, the secrets extension).
+    """
     if not isinstance(document, dict):
         raise FetchError("the discovery document is not a JSON object", reason="malformed")
     if document.get("issuer") != issuer:
@@ -149,7 +161,7 @@ def jwks_uri_of(document: Any, issuer: str) -> str:
     uri = document.get("jwks_uri")
     if not isinstance(uri, str) or not uri:
         raise FetchError("the discovery document has no jwks_uri", reason="malformed")
-    if not is_allowed_url(uri):
+    if not is_allowed_url(uri) or (issuer.startswith("https:") and not uri.startswith("https:")):
         raise FetchError("the discovery document's jwks_uri is not https", reason="insecure_url")
     return uri
 
@@ -171,7 +183,8 @@ class VerifyingKey:
         return self._bound[algorithm]
 
 
-Keys = dict[str, VerifyingKey]
+# By kid, in the JWKS's order: keys of different types may share a kid as alternatives (RFC 7517 4.5).
+Keys = dict[str, tuple[VerifyingKey, ...]]
 
 
 def key_algorithms(entry: dict[str, Any]) -> tuple[str, ...]:
@@ -189,8 +202,8 @@ def signing_keys(document: Any) -> Keys:
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise FetchError("the JWKS document has no keys array", reason="malformed")
-    keys: Keys = {}
-    for entry in entries:
+    keys: dict[str, list[VerifyingKey]] = {}
+    for entry in entries[:MAX_JWKS_KEYS]:
         if not isinstance(entry, dict):
             continue
         kid, use, ops = entry.get("kid"), entry.get("use", "sig"), entry.get("key_ops")
@@ -206,8 +219,8 @@ def signing_keys(document: Any) -> Keys:
         except _MALFORMED:
             continue
         if entry["kty"] != "RSA" or getattr(key.key, "key_size", 0) >= MIN_RSA_BITS:
-            keys[kid] = VerifyingKey(entry, algorithms, key)
-    return keys
+            keys.setdefault(kid, []).append(VerifyingKey(entry, algorithms, key))
+    return {kid: tuple(published) for kid, published in keys.items()}
 
 
 class JwksCache:
@@ -249,13 +262,13 @@ class JwksCache:
             unavailable=_keys_unavailable, events=self, clock=clock,
         )
 
-    def key(self, kid: str) -> Optional[VerifyingKey]:
-        """The key published under `kid`, or None; IdentityKeysUnavailableError when no keys can be had."""
+    def keys(self, kid: str) -> tuple[VerifyingKey, ...]:
+        """The keys published under `kid`, maybe none; IdentityKeysUnavailableError when no keys can be had."""
         keys = self._cache.get()
         if kid in keys:
             return keys[kid]
         # Perhaps a rotation at the provider: refetch, at most every UNKNOWN_KID_REFETCH_INTERVAL.
-        return self._cache.get(refresh_if_older_than=UNKNOWN_KID_REFETCH_INTERVAL).get(kid)
+        return self._cache.get(refresh_if_older_than=UNKNOWN_KID_REFETCH_INTERVAL).get(kid, ())
 
     def jwks_url(self) -> str:
         """Where the keys are fetched from: the configured URL, or the discovered `jwks_uri`."""
@@ -326,7 +339,7 @@ class CallerTokenVerifier:
 
     def claims(self, token: Any) -> dict[str, Any]:
         """The claims of a token that passes every check; UnauthenticatedError saying which one failed."""
-        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or not COMPACT_JWS.fullmatch(token):
             raise _refused("it is not a compact JWS")
         try:
             header = jwt.get_unverified_header(token)
@@ -335,18 +348,28 @@ class CallerTokenVerifier:
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or not algorithm:
             raise _refused("its header names no algorithm")
-        key: Any
+        keys: list[Any]
         if algorithm == LEGACY_HMAC and self._hmac_secret is not None:
-            key = self._hmac_secret()
-            if key is None:
+            secret = self._hmac_secret()
+            if not secret:
                 raise _refused("HS256 needs the legacy JWT secret (AUTH_JWT_SECRET in the key secret)")
+            keys = [secret]
         else:
-            key = self._published_key(header, algorithm)
+            keys = self._published_keys(header, algorithm)
+        claims = self._decode(token, algorithm, keys)
+        _check_times(claims)
+        self._check_audience(claims)
+        return claims
+
+    def _decode(self, token: str, algorithm: str, keys: list[Any]) -> dict[str, Any]:
+        """The claims, verified with the first of `keys` whose signature holds (a kid may name more than one)."""
         try:
-            claims: dict[str, Any] = jwt.decode(
-                token, key, algorithms=[algorithm], issuer=self.issuer, leeway=self._leeway,
-                options={"require": ["exp", "iss"], "verify_aud": False, "verify_iat": True},
-            )
+            for key in keys[:-1]:
+                try:
+                    return self._decode_with(token, algorithm, key)
+                except jwt.InvalidSignatureError:
+                    continue
+            return self._decode_with(token, algorithm, keys[-1])
         except jwt.MissingRequiredClaimError as e:
             raise _refused("it has no expiry" if e.claim == "exp" else "it was issued by another issuer") from None
         except jwt.ExpiredSignatureError:
@@ -359,24 +382,28 @@ class CallerTokenVerifier:
             raise _refused("its signature does not verify") from None
         except _MALFORMED as e:
             raise _refused(f"its claims are malformed ({type(e).__name__})") from None
-        _check_times(claims)
-        self._check_audience(claims)
+
+    def _decode_with(self, token: str, algorithm: str, key: Any) -> dict[str, Any]:
+        claims: dict[str, Any] = jwt.decode(
+            token, key, algorithms=[algorithm], issuer=self.issuer, leeway=self._leeway,
+            options={"require": ["exp", "iss"], "verify_aud": False, "verify_iat": True},
+        )
         return claims
 
-    def _published_key(self, header: dict[str, Any], algorithm: str) -> jwt.PyJWK:
+    def _published_keys(self, header: dict[str, Any], algorithm: str) -> list[jwt.PyJWK]:
         # "none", and HMAC keyed with anything (a published key's bytes included), match no published key.
         if not any(algorithm in family for family in ALGORITHMS_BY_KEY.values()):
             raise _refused(f"its algorithm {algorithm[:20]!r} is not accepted")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
             raise _refused("its header names no key id")
-        published = self._keys.key(kid)
-        if published is None:
+        published = self._keys.keys(kid)
+        if not published:
             raise _refused("it is not signed by a key of the identity provider")
-        key = published.for_algorithm(algorithm)
-        if key is None:
+        keys = [key for key in (one.for_algorithm(algorithm) for one in published) if key is not None]
+        if not keys:
             raise _refused(f"its algorithm {algorithm!r} does not match the identity provider's key")
-        return key
+        return keys
 
     def _check_audience(self, claims: dict[str, Any]) -> None:
         if self.provider.audience == AUD_OR_AZP:

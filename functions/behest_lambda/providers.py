@@ -131,6 +131,15 @@ def is_allowed_url(url: str) -> bool:
     return bool(host) and (scheme == "https" or (scheme == "http" and is_loopback(host)))
 
 
+def is_browser_origin(origin: str) -> bool:
+    """An origin as a browser sends it (RFC 6454 6.2): lower-case http(s)://host[:port], no path, no default port."""
+    scheme, host, path = _parts(origin)
+    default_port = {"https": ":443", "http": ":80"}.get(scheme, "")
+    return (re.fullmatch(r"[a-z0-9.-]+|[0-9a-f:.]+", host) is not None and scheme in ("https", "http") and not path
+            and origin == origin.lower()
+            and origin.startswith(scheme + "://") and not origin.endswith(default_port))
+
+
 def _parts(url: str) -> tuple[str, str, str]:
     """(scheme, host, path) of a URL, lower-cased scheme and host; empty strings where it has none."""
     from urllib.parse import urlsplit

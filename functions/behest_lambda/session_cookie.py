@@ -69,12 +69,19 @@ def raw_jwt(jar: dict[str, list[str]], name: str) -> Optional[str]:
 def supabase_session(jar: dict[str, list[str]], name: str) -> Optional[str]:
     """@supabase/ssr: the whole cookie or its chunks `.0`, `.1`, … joined; `base64-` + base64url JSON, or raw JSON."""
     value = _single(jar, name)
+    chunks = sorted(int(other[len(name) + 1:]) for other in jar
+                    if other.startswith(name + ".") and other[len(name) + 1:].isascii()
+                    and other[len(name) + 1:].isdigit())
+    if chunks and value:
+        # @supabase/ssr deletes the chunks when it writes the whole cookie, and the reverse: both at once is a
+        # cookie tossed in beside the session (from a sibling subdomain), and which one was meant is unknowable.
+        raise _refused(f"the request carries both the {name[:64]!r} cookie and chunks of it")
+    if len(chunks) > MAX_CHUNKS:
+        raise _refused(f"the {name[:64]!r} cookie is split into more than {MAX_CHUNKS} chunks")
+    if chunks != list(range(len(chunks))):
+        raise _refused(f"the chunks of the {name[:64]!r} cookie are not numbered .0, .1, … without a gap")
     if not value:
-        parts: list[str] = []
-        while (part := _single(jar, f"{name}.{len(parts)}")):
-            parts.append(part)
-            if len(parts) > MAX_CHUNKS:
-                raise _refused(f"the {name[:64]!r} cookie is split into more than {MAX_CHUNKS} chunks")
+        parts = [_single(jar, f"{name}.{index}") or "" for index in chunks]
         if not parts:
             return None
         value = "".join(parts)

@@ -323,7 +323,7 @@ class CallerSettings(NamedTuple):
 
     def problems(self) -> list[str]:
         """What keeps a function from verifying callers: missing variables, an issuer of the wrong shape, plain http."""
-        from .providers import is_allowed_url
+        from .providers import is_allowed_url, is_browser_origin
 
         problems = [f"{name} is required" for name in self.missing()]
         if self.issuer is not None:
@@ -334,6 +334,13 @@ class CallerSettings(NamedTuple):
             problems.append(f"{BEHEST_CALLER_JWKS_URL} must be an https URL (plain http only to a loopback host)")
         if self.cookie is not None and "*" in self.allowed_origins:
             problems.append(f"{BEHEST_ALLOWED_ORIGINS} must list exact origins when a cookie carries the token (not *)")
+        elif self.cookie is not None:
+            # A cookie is taken only when Origin equals one of them, byte for byte: an origin a browser never
+            # sends would lock everyone out, and "null" is what any sandboxed page sends.
+            odd = [origin for origin in self.allowed_origins if not is_browser_origin(origin)]
+            if odd:
+                problems.append(f"{BEHEST_ALLOWED_ORIGINS} must list origins as browsers send them, lower-case "
+                                f"https://host[:port] with no path or trailing / (not {odd[0][:80]!r})")
         return problems
 
 
