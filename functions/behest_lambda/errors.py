@@ -184,6 +184,20 @@ def answer_for(error: BehestLambdaError) -> ErrorAnswer:
     return ErrorAnswer(error.status, {**JSON_HEADERS, **error.headers()}, body)
 
 
-def sse_error_event(error: BehestLambdaError) -> bytes:
-    """The same error once a stream has started: an SSE event OpenAI SDKs raise as an APIError."""
+# How a stream that has started ends on an error: in its own API's way.
+CHAT_STREAM = "chat"
+RESPONSES_STREAM = "responses"
+
+
+def sse_error_event(error: BehestLambdaError, style: str = CHAT_STREAM, sequence_number: int = 0) -> bytes:
+    """The same error once a stream has started, as the stream's own API ends on one.
+
+    A chat stream: `data: {"error": {…}}`, which OpenAI SDKs raise as an APIError. A Responses
+    stream: its `error` event, numbered after the last event sent, which clients that check
+    every Responses event against its schema (the Vercel AI SDK) read as the error it is.
+    """
+    if style == RESPONSES_STREAM:
+        event = {"type": "error", "code": error.code, "message": error.message, "param": None,
+                 "sequence_number": sequence_number}
+        return b"event: error\ndata: " + json.dumps(event, separators=(",", ":")).encode("utf-8") + b"\n\n"
     return b"data: " + json.dumps(error_document(error), separators=(",", ":")).encode("utf-8") + b"\n\n"

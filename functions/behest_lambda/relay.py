@@ -17,12 +17,15 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 from .credentials import ApiKey
 from .errors import (
+    CHAT_STREAM,
+    RESPONSES_STREAM,
     BehestLambdaError,
     InvalidRequestError,
     NotFoundError,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeoutError,
+    sse_error_event,
 )
 from .identity import Identity
 from .mint import Minter, MintRequest, MintResult, valid_session_id
@@ -55,6 +58,8 @@ class UpstreamCall:
     client_wants_usage: bool = True
     # GET /v1/models: keep only these ids (empty = all).
     model_filter: frozenset[str] = frozenset()
+    # How a stream of this API ends on an error after its first byte (errors.sse_error_event).
+    stream_style: str = CHAT_STREAM
 
 
 @dataclass
@@ -66,6 +71,27 @@ class RelayAnswer:
     chunks: Iterator[bytes]
     stream: bool
     meter: UsageMeter
+    error_event: Callable[[BehestLambdaError], bytes] = sse_error_event
+
+
+class StreamTail:
+    """Where a relayed stream stands when it breaks off: its error event follows the last event sent."""
+
+    __slots__ = ("style", "sequence_number")
+
+    def __init__(self, style: str) -> None:
+        self.style = style
+        self.sequence_number: Optional[int] = None
+
+    def observe(self, document: Any) -> None:
+        number = document.get("sequence_number") if isinstance(document, dict) else None
+        if isinstance(number, int) and not isinstance(number, bool):
+            self.sequence_number = number
+
+    def error_event(self, error: BehestLambdaError) -> bytes:
+        """The error event in the stream's style; a Responses one numbered after the last event sent."""
+        following = 0 if self.sequence_number is None else self.sequence_number + 1
+        return sse_error_event(error, self.style, following)
 
 
 # Policy: one function per route, request → UpstreamCall.
@@ -123,7 +149,8 @@ def responses_call(request: Request, identity: Identity, settings: RelaySettings
     rewritten["user"] = identity.user_id
     rewritten["safety_identifier"] = identity.user_id
     _cap(rewritten, ("max_output_tokens",), settings.max_tokens)
-    return UpstreamCall("responses", "POST", "/v1/responses", rewritten, stream, _session(request), model)
+    return UpstreamCall("responses", "POST", "/v1/responses", rewritten, stream, _session(request), model,
+                        stream_style=RESPONSES_STREAM)
 
 
 def embeddings_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
@@ -281,9 +308,10 @@ class Relay:
         is_sse = upstream_headers.get("content-type", "").startswith("text/event-stream")
         if call.stream and is_sse:
             client_headers.update({"content-type": "text/event-stream", "cache-control": "no-cache"})
+            tail = StreamTail(call.stream_style)
             events = relayed_events(stream_chunks(response, deadline, self._clock), meter,
-                                    drop_usage_chunk=not call.client_wants_usage)
-            return RelayAnswer(200, client_headers, events, stream=True, meter=meter)
+                                    drop_usage_chunk=not call.client_wants_usage, tail=tail)
+            return RelayAnswer(200, client_headers, events, stream=True, meter=meter, error_event=tail.error_event)
         meter.first_byte()
         body = read_within(response, deadline, self._clock)
         document = _json_object(body)
@@ -398,7 +426,8 @@ def _documents(event: bytes) -> list[Any]:
     return documents
 
 
-def relayed_events(chunks: Iterator[bytes], meter: UsageMeter, *, drop_usage_chunk: bool) -> Iterator[bytes]:
+def relayed_events(chunks: Iterator[bytes], meter: UsageMeter, *, drop_usage_chunk: bool,
+                   tail: Optional[StreamTail] = None) -> Iterator[bytes]:
     """Behest's events as they come, each metered; the usage-only chat chunk is dropped when the client did not ask."""
     for event, documents in sse_events(chunks):
         meter.first_byte()
@@ -406,6 +435,9 @@ def relayed_events(chunks: Iterator[bytes], meter: UsageMeter, *, drop_usage_chu
             meter.observe(document)
         if drop_usage_chunk and any(_is_usage_only_chunk(d) for d in documents):
             continue
+        if tail is not None:
+            for document in documents:
+                tail.observe(document)
         yield event
 
 

@@ -248,3 +248,31 @@ def test_base64_embeddings_decode_to_the_same_vector_as_floats(dev: DevProcess) 
 
     decoded = array.array("f", base64.b64decode(vectors[1])).tolist()
     assert decoded == pytest.approx(vectors[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_broken_responses_stream_ends_with_a_responses_error_event_that_openai_py_reads_as_one(
+    dev: DevProcess, front: str,
+) -> None:
+    control(dev, "POST", "/_standin/faults", {"kind": "reset_after", "chunks": 3, "path": "responses"})
+
+    with client(dev, front).responses.create(model="behest-default", input="a b c", stream=True) as stream:
+        events = list(stream)
+
+    *passed, last = events
+    assert [e.type for e in passed] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert last.type == "error" and last.code == "upstream_error"  # type: ignore[union-attr]
+    assert last.message.startswith("Behest's stream broke off")  # type: ignore[union-attr]
+    assert last.sequence_number == passed[-1].sequence_number + 1
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_broken_chat_stream_still_ends_with_the_error_frame_openai_py_raises(dev: DevProcess, front: str) -> None:
+    control(dev, "POST", "/_standin/faults", {"kind": "reset_after", "chunks": 2, "path": "chat"})
+
+    with pytest.raises(openai.APIError) as caught:
+        for _ in client(dev, front).chat.completions.create(model="m", messages=HI, stream=True):  # type: ignore[arg-type]
+            pass
+
+    assert caught.value.message.startswith("Behest's stream broke off")
+    assert caught.value.code == "upstream_error"

@@ -26,6 +26,8 @@ const CALL_TIMEOUT_MS = 20_000;
 // plainly told apart from a buffered one.
 const LONG_PROMPT = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen";
 const RATE_LIMIT = { kind: "status", status: 429, retry_after: 7 };
+// Behest resets the connection after three stream events: the relay ends the stream with an error event.
+const BROKEN_STREAM = { kind: "reset_after", chunks: 3 };
 
 const now = () => (performance.timeOrigin + performance.now()) / 1000;
 
@@ -128,6 +130,17 @@ function rateLimited(route, call) {
   return (ctx) => withFault(ctx, { ...RATE_LIMIT, path: route }, () => expectError(() => call(ctx)));
 }
 
+/** Every event of an openai-node stream, and what it threw, if it threw. */
+async function openaiEvents(stream) {
+  const events = [];
+  try {
+    for await (const event of stream) events.push(event);
+  } catch (error) {
+    return { events, error: described(error) };
+  }
+  return { events, error: null };
+}
+
 async function openaiStreamArrivals(stream, textOf) {
   const arrivals = [];
   let text = "";
@@ -192,6 +205,13 @@ const SCENARIOS = {
     });
     return openaiStreamArrivals(stream, (chunk) => chunk.choices[0]?.delta?.content ?? null);
   },
+  "openai.responses.broken-stream": async (ctx) =>
+    withFault(ctx, { ...BROKEN_STREAM, path: "responses" },
+      async () => openaiEvents(await ctx.sdk.responses.create({ model: MODEL, input: "x", stream: true }))),
+  "openai.chat.broken-stream": async (ctx) =>
+    withFault(ctx, { ...BROKEN_STREAM, path: "chat" }, async () => openaiEvents(await ctx.sdk.chat.completions.create({
+      model: MODEL, messages: [{ role: "user", content: LONG_PROMPT }], stream: true,
+    }))),
   "openai.rate-limit.models": rateLimited("models", ({ sdk }) => sdk.models.list()),
   "openai.rate-limit.embeddings": rateLimited("embeddings",
     ({ sdk }) => sdk.embeddings.create({ model: EMBEDDING_MODEL, input: "x" })),
@@ -210,6 +230,12 @@ const SCENARIOS = {
     vercelStreamArrivals(streamText({
       model: ai.chat(MODEL), prompt: LONG_PROMPT, providerOptions: SPOOFED, ...streamedOnce(),
     })),
+  "ai.responses.broken-stream": async (ctx) =>
+    withFault(ctx, { ...BROKEN_STREAM, path: "responses" },
+      () => vercelStreamArrivals(streamText({ model: ctx.ai(MODEL), prompt: "x", ...streamedOnce() }))),
+  "ai.chat.broken-stream": async (ctx) =>
+    withFault(ctx, { ...BROKEN_STREAM, path: "chat" },
+      () => vercelStreamArrivals(streamText({ model: ctx.ai.chat(MODEL), prompt: LONG_PROMPT, ...streamedOnce() }))),
   "ai.rate-limit.responses": rateLimited("responses", ({ ai }) => generateText({ model: ai(MODEL), prompt: "x", ...once() })),
   "ai.rate-limit.chat": rateLimited("chat", ({ ai }) => generateText({ model: ai.chat(MODEL), prompt: "x", ...once() })),
   // streamText never throws: the refusal is an `error` part of the stream.
