@@ -132,6 +132,24 @@ class UpstreamTimeoutError(UpstreamError):
     code = "upstream_timeout"
 
 
+class UpstreamAuthError(UpstreamError):
+    """Behest refused the token this deployment minted: the deployment's fault, never the caller's sign-in.
+
+    Passed on as Behest's 401, OpenAI SDKs would raise AuthenticationError and apps would sign a
+    user out whose identity token is fine. The message says nothing about keys; the log says the rest.
+    """
+
+    status = 502
+    code = "upstream_auth_failed"
+
+    def __init__(self, *, kid: Optional[str], upstream_status: int, upstream_code: Optional[str]) -> None:
+        super().__init__("the model gateway did not accept this service's request; this is a problem with the"
+                         " service's setup, not with your sign-in")
+        self.kid = kid
+        self.upstream_status = upstream_status
+        self.upstream_code = upstream_code
+
+
 class UpstreamStatusError(UpstreamError):
     """Behest answered 4xx (or 503 with Retry-After): the status, code and Retry-After pass through to the caller."""
 

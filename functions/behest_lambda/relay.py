@@ -22,6 +22,7 @@ from .errors import (
     BehestLambdaError,
     InvalidRequestError,
     NotFoundError,
+    UpstreamAuthError,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeoutError,
@@ -304,7 +305,8 @@ class Relay:
             client_headers["x-trace-id"] = upstream_headers["x-trace-id"][:128]
         meter.status = response.status
         if response.status >= 300:
-            raise upstream_failure(response.status, upstream_headers, read_within(response, deadline, self._clock))
+            raise upstream_failure(response.status, upstream_headers, read_within(response, deadline, self._clock),
+                                   kid=minted.kid)
         is_sse = upstream_headers.get("content-type", "").startswith("text/event-stream")
         if call.stream and is_sse:
             client_headers.update({"content-type": "text/event-stream", "cache-control": "no-cache"})
@@ -330,9 +332,19 @@ def meter_for(identity: Identity, call: UpstreamCall) -> UsageMeter:
                       streamed=call.stream)
 
 
-def upstream_failure(status: int, headers: Mapping[str, str], body: bytes) -> BehestLambdaError:
-    """Behest's error answer as ours: 4xx (and a 503 with Retry-After) keep status and Retry-After; other 5xx → 502."""
+# Behest's 403 codes that refuse the token itself (as a 401 does), not what the user asked for.
+TOKEN_REFUSALS = frozenset({"invalid_token", "token_expired"})
+
+
+def upstream_failure(status: int, headers: Mapping[str, str], body: bytes, *,
+                     kid: Optional[str] = None) -> BehestLambdaError:
+    """Behest's error answer as ours: 4xx (and a 503 with Retry-After) keep status and Retry-After; other 5xx → 502.
+
+    Behest refusing the token we minted (401, or 403 invalid_token / token_expired) is ours to fix: 502.
+    """
     code, message = _behest_error(body)
+    if status == 401 or (status == 403 and code in TOKEN_REFUSALS):
+        return UpstreamAuthError(kid=kid, upstream_status=status, upstream_code=code)
     retry_after = _retry_after(headers)
     if 400 <= status < 500 or (status == 503 and retry_after is not None):
         return UpstreamStatusError(

@@ -166,7 +166,8 @@ def test_a_429_raises_rate_limit_error_carrying_retry_after(stack: Stack, standi
     assert caught.value.code == "rate_limited"
 
 
-@pytest.mark.parametrize(("status", "code"), [(402, "quota_exceeded"), (403, "forbidden"), (451, "pii_blocked")])
+@pytest.mark.parametrize(("status", "code"), [(400, "validation_error"), (402, "quota_exceeded"), (403, "forbidden"),
+                                            (404, "model_not_found"), (422, "validation_error"), (451, "pii_blocked")])
 def test_other_upstream_4xx_keep_their_status_and_code(
     stack: Stack, standin: StandinGateway, status: int, code: str
 ) -> None:
@@ -176,6 +177,41 @@ def test_other_upstream_4xx_keep_their_status_and_code(
         stack.client().chat.completions.create(messages=HI, model="m")
 
     assert (caught.value.status_code, caught.value.code) == (status, code)
+
+
+def test_behest_refusing_the_token_we_minted_is_a_502_that_names_the_kid_in_the_log_and_not_to_the_user(
+    stack: Stack, standin: StandinGateway,
+) -> None:
+    standin.unregister_key(KID)  # the likeliest cause: the kid was never registered at Behest
+    try:
+        with pytest.raises(openai.InternalServerError) as caught:
+            stack.client().chat.completions.create(messages=HI, model="m")
+    finally:
+        standin.register_key(KID, public_key("tenant"))
+
+    assert (caught.value.status_code, caught.value.code) == (502, "upstream_auth_failed")
+    for word in ("key", "kid", "token", KID):
+        assert word not in caught.value.message.lower()
+    [logged] = [r for r in stack.telemetry.logs() if r["message"] == "Behest refused the token this deployment minted"]
+    assert logged["level"] == "ERROR" and logged["kid"] == KID
+    assert (logged["upstream_status"], logged["upstream_code"]) == (401, "invalid_token")
+    causes = " ".join(logged["likely_causes"])
+    assert "not registered" in causes and "clock skew" in causes and "rotated" in causes
+    assert "eyJ" not in stack.telemetry.text()
+    stack.telemetry.flush()
+    [emf] = [r["_aws"]["CloudWatchMetrics"][0] for r in stack.telemetry.records
+             if "_aws" in r and "UpstreamAuthFailed" in r]
+    assert emf["Dimensions"] == [["service"]]  # as template.yaml's UpstreamAuthFailedAlarm reads it
+
+
+@pytest.mark.parametrize("code", ["invalid_token", "token_expired"])
+def test_a_403_refusing_the_token_itself_is_a_502_too(stack: Stack, standin: StandinGateway, code: str) -> None:
+    standin.inject(Fault("status", status=403, code=code, path="chat"))
+
+    with pytest.raises(openai.InternalServerError) as caught:
+        stack.client().chat.completions.create(messages=HI, model="m")
+
+    assert (caught.value.status_code, caught.value.code) == (502, "upstream_auth_failed")
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])

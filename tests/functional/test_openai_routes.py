@@ -129,7 +129,7 @@ def streamed_response_arrivals(dev: DevProcess, front: str) -> list[tuple[str, f
 @pytest.mark.parametrize(
     ("fault", "error", "status"),
     [({"kind": "status", "status": 429, "retry_after": 7}, openai.RateLimitError, 429),
-     ({"kind": "status", "status": 401, "code": "invalid_token"}, openai.AuthenticationError, 401),
+     ({"kind": "status", "status": 401, "code": "invalid_token"}, openai.InternalServerError, 502),
      ({"kind": "status", "status": 503, "retry_after": 9}, openai.InternalServerError, 503),
      ({"kind": "status", "status": 503}, openai.InternalServerError, 502),
      ({"kind": "status", "status": 500}, openai.InternalServerError, 502)],

@@ -48,9 +48,14 @@ class Case:
 
 
 CASES = [
-    Case("401 invalid_token", Fault("status", status=401, code="invalid_token", path="chat"), 401, "invalid_token"),
-    Case("401 on a stream", Fault("status", status=401, code="invalid_token", path="chat"), 401, "invalid_token",
-         stream=True),
+    # Behest refusing the token we minted is the deployment's fault: never the caller's 401.
+    Case("401 invalid_token", Fault("status", status=401, code="invalid_token", path="chat"), 502,
+         "upstream_auth_failed"),
+    Case("401 on a stream", Fault("status", status=401, code="invalid_token", path="chat"), 502,
+         "upstream_auth_failed", stream=True),
+    Case("403 token_expired", Fault("status", status=403, code="token_expired", path="chat"), 502,
+         "upstream_auth_failed"),
+    Case("403 forbidden", Fault("status", status=403, code="forbidden", path="chat"), 403, "forbidden"),
     Case("429 Retry-After 7", Fault("status", status=429, retry_after=7, path="chat"), 429, "rate_limited",
          retry_after="7"),
     *[Case(f"{s} from Behest", Fault("status", status=s, path="chat"), 502, "upstream_error") for s in (500, 502, 503, 504)],
