@@ -1,8 +1,8 @@
 """A stand-in for Behest's gateway on loopback, for tests and local development (never deployed).
 
 It verifies bearer JWTs as the gateway (Kong) does, mints tokens for registered API keys, and
-answers OpenAI-compatible routes deterministically: chat completions and the Responses API
-(buffered or streamed as server-sent events), embeddings (float or base64) and models. It
+answers OpenAI-compatible routes deterministically: chat completions, legacy completions and the
+Responses API (buffered or streamed as server-sent events), embeddings (float or base64) and models. It
 records every request and misbehaves on demand on any path: error statuses, slow answers,
 connection resets mid-stream, garbage bodies and streams that never end.
 
@@ -12,7 +12,7 @@ connection resets mid-stream, garbage bodies and streams that never end.
         ...  # point BEHEST_BASE_URL at gateway.url
 
 Modules: `server` (routes, recording, pacing), `tokens` (JWT checks and minting), `faults`,
-`answers` (the OpenAI-shaped bodies and their usage), `sse`. Run it alone with
+`answers` (the OpenAI-shaped bodies and their usage), `completions` (legacy completions), `sse`. Run it alone with
 `python -m devstack.standin --port 8787`.
 """
 

@@ -1,6 +1,6 @@
 """The relay core: validate an OpenAI-compatible request, apply policy, mint for the verified user, forward.
 
-One path serves every relayed route (chat, Responses, embeddings, models) on both fronts:
+One path serves every relayed route (chat, completions, Responses, embeddings, models) on both fronts:
 a policy function turns the request into an `UpstreamCall`, `Relay.open` mints and sends it
 and returns Behest's answer as status, headers and body chunks that the caller joins (HTTP
 API) or streams (Function URL), with a `UsageMeter` watching it pass.
@@ -110,23 +110,30 @@ def chat_call(request: Request, identity: Identity, settings: RelaySettings) -> 
             raise InvalidRequestError(f"messages[{index}] must be an object with a role")
     stream = _stream_flag(body)
     model = _allowed_model(body.get("model"), settings)
-    n = body.get("n")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= settings.max_n):
-        raise InvalidRequestError(f"n must be a whole number from 1 to {settings.max_n}", code="n_too_large")
+    _choices_within(body, ("n",), settings.max_n)
     rewritten = dict(body)
     # `safety_identifier` supersedes `user` in OpenAI's chat API: both are the verified user.
     rewritten["user"] = rewritten["safety_identifier"] = identity.user_id
     _cap(rewritten, ("max_tokens", "max_completion_tokens"), settings.max_tokens)
-    client_wants_usage = True
-    if stream:
-        options = body.get("stream_options")
-        if options is not None and not isinstance(options, dict):
-            raise InvalidRequestError("stream_options must be an object")
-        client_wants_usage = bool(options and options.get("include_usage") is True)
-        # Always ask Behest for usage, so that a stream's cost is known; the usage-only chunk is
-        # dropped on the way back unless the client asked for it.
-        rewritten["stream_options"] = {**(options or {}), "include_usage": True}
+    client_wants_usage = _usage_asked(body, rewritten) if stream else True
     return UpstreamCall("chat", "POST", "/v1/chat/completions", rewritten, stream, _session(request), model,
+                        client_wants_usage=client_wants_usage)
+
+
+def completions_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
+    """Legacy completions (LlamaIndex's OpenAILike, older SDK code): chat's policy on a `prompt`."""
+    body = _body(request, "completions")
+    if not _embedding_input(body.get("prompt")):
+        raise InvalidRequestError("prompt must be a string, an array of strings, or token arrays, and not empty")
+    stream = _stream_flag(body)
+    model = _allowed_model(body.get("model"), settings)
+    # best_of makes Behest generate that many completions server-side, each billed: held to the same cap as n.
+    _choices_within(body, ("n", "best_of"), settings.max_n)
+    rewritten = dict(body)
+    rewritten["user"] = identity.user_id
+    _cap(rewritten, ("max_tokens",), settings.max_tokens)
+    client_wants_usage = _usage_asked(body, rewritten) if stream else True
+    return UpstreamCall("completions", "POST", "/v1/completions", rewritten, stream, _session(request), model,
                         client_wants_usage=client_wants_usage)
 
 
@@ -187,6 +194,7 @@ def model_call(request: Request, identity: Identity, settings: RelaySettings) ->
 POLICIES: dict[str, Callable[[Request, Identity, RelaySettings], UpstreamCall]] = {
     "chat": chat_call,
     "responses": responses_call,
+    "completions": completions_call,
     "embeddings": embeddings_call,
     "models": models_call,
     "model": model_call,
@@ -215,6 +223,27 @@ def _allowed_model(model: Any, settings: RelaySettings) -> Optional[str]:
     if settings.allowed_models and model not in settings.allowed_models:
         raise InvalidRequestError(f"model {model[:100]!r} is not allowed here", code="model_not_allowed")
     return model
+
+
+def _choices_within(body: Mapping[str, Any], names: tuple[str, ...], most: int) -> None:
+    """Each given choice count (`n`, `best_of`) a whole number from 1 to `most`."""
+    for name in names:
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most):
+            raise InvalidRequestError(f"{name} must be a whole number from 1 to {most}", code="n_too_large")
+
+
+def _usage_asked(body: Mapping[str, Any], rewritten: dict[str, Any]) -> bool:
+    """Whether a streaming client asked for the usage chunk; Behest is always asked for it.
+
+    So that a stream's cost is known; the usage-only chunk is dropped on the way back unless the
+    client asked for it.
+    """
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequestError("stream_options must be an object")
+    rewritten["stream_options"] = {**(options or {}), "include_usage": True}
+    return bool(options and options.get("include_usage") is True)
 
 
 def _cap(body: dict[str, Any], names: tuple[str, ...], ceiling: int) -> None:

@@ -276,3 +276,38 @@ def test_a_broken_chat_stream_still_ends_with_the_error_frame_openai_py_raises(d
 
     assert caught.value.message.startswith("Behest's stream broke off")
     assert caught.value.code == "upstream_error"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_legacy_completions_come_back_whole_and_streamed_with_chats_policy_and_usage_records(
+    dev: DevProcess, front: str,
+) -> None:
+    sdk = client(dev, front, "lin")
+    before = len(dev.records("usage"))
+
+    whole = sdk.completions.create(model="behest-default", prompt="tell me", user="mallory", max_tokens=10**7)
+    sent = last_upstream(dev, "/v1/completions")
+    chunks = list(sdk.completions.create(model="behest-default", prompt="one two three", stream=True))
+    streamed_sent = last_upstream(dev, "/v1/completions")
+
+    assert whole.object == "text_completion" and whole.choices[0].text == "Hello lin! You said: tell me"
+    assert (sent["body"]["user"], sent["body"]["max_tokens"], sent["claims"]["uid"]) == ("lin", 4096, "lin")
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "Hello lin! You said: one two three"
+    assert all(c.usage is None for c in chunks)  # the client did not ask for the usage chunk
+    assert streamed_sent["body"]["stream_options"] == {"include_usage": True}  # but Behest was asked
+    records = [r for r in usage_records(dev, before, 2) if r["user_id"] == "lin"]
+    assert [(r["route"], r["streamed"], r["input_tokens"], r["output_tokens"]) for r in records] == [
+        ("completions", False, whole.usage.prompt_tokens, whole.usage.completion_tokens),  # type: ignore[union-attr]
+        ("completions", True, 3, 7)]
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_legacy_completions_refuse_what_chat_refuses(dev: DevProcess, front: str) -> None:
+    sdk = client(dev, front)
+
+    with pytest.raises(openai.BadRequestError) as too_many:
+        sdk.completions.create(model="behest-default", prompt="x", n=99)
+    with pytest.raises(openai.BadRequestError) as no_prompt:
+        sdk.completions.create(model="behest-default", prompt=[])
+
+    assert too_many.value.code == "n_too_large" and no_prompt.value.code == "invalid_request"
