@@ -13,7 +13,7 @@ import re
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 from .credentials import ApiKey
 from .errors import (
@@ -35,6 +35,9 @@ from .settings import RelaySettings
 from .upstream import lower_headers, open_request, read_within, stream_chunks
 from .usage import UsageMeter
 
+if TYPE_CHECKING:
+    from .prompt_cache import PromptCacheNamespace
+
 MAX_MESSAGES = 2048
 MAX_INPUT_ITEMS = 2048
 # API-key mode only: a minted token is reused while it has this long left to live (a mint there
@@ -42,6 +45,7 @@ MAX_INPUT_ITEMS = 2048
 REUSE_MIN_REMAINING = 120
 REUSE_MAX_ENTRIES = 1024
 MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,199}")
+MAX_CACHE_KEY_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class UpstreamCall:
     model_filter: frozenset[str] = frozenset()
     # How a stream of this API ends on an error after its first byte (errors.sse_error_event).
     stream_style: str = CHAT_STREAM
+    # The caller's prompt_cache_key, sent to Behest behind the user's tag (prompt_cache.py).
+    prompt_cache_key: Optional[str] = None
 
 
 @dataclass
@@ -117,7 +123,7 @@ def chat_call(request: Request, identity: Identity, settings: RelaySettings) -> 
     _cap(rewritten, ("max_tokens", "max_completion_tokens"), settings.max_tokens)
     client_wants_usage = _usage_asked(body, rewritten) if stream else True
     return UpstreamCall("chat", "POST", "/v1/chat/completions", rewritten, stream, _session(request), model,
-                        client_wants_usage=client_wants_usage)
+                        client_wants_usage=client_wants_usage, prompt_cache_key=_cost_policy(body, settings))
 
 
 def completions_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
@@ -134,7 +140,7 @@ def completions_call(request: Request, identity: Identity, settings: RelaySettin
     _cap(rewritten, ("max_tokens",), settings.max_tokens)
     client_wants_usage = _usage_asked(body, rewritten) if stream else True
     return UpstreamCall("completions", "POST", "/v1/completions", rewritten, stream, _session(request), model,
-                        client_wants_usage=client_wants_usage)
+                        client_wants_usage=client_wants_usage, prompt_cache_key=_cost_policy(body, settings))
 
 
 def responses_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
@@ -158,7 +164,7 @@ def responses_call(request: Request, identity: Identity, settings: RelaySettings
     rewritten["safety_identifier"] = identity.user_id
     _cap(rewritten, ("max_output_tokens",), settings.max_tokens)
     return UpstreamCall("responses", "POST", "/v1/responses", rewritten, stream, _session(request), model,
-                        stream_style=RESPONSES_STREAM)
+                        stream_style=RESPONSES_STREAM, prompt_cache_key=_cost_policy(body, settings))
 
 
 def embeddings_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
@@ -225,6 +231,18 @@ def _allowed_model(model: Any, settings: RelaySettings) -> Optional[str]:
     return model
 
 
+def _cost_policy(body: Mapping[str, Any], settings: RelaySettings) -> Optional[str]:
+    """`service_tier` among BEHEST_ALLOWED_SERVICE_TIERS; the caller's `prompt_cache_key`, checked, to be namespaced."""
+    tier = body.get("service_tier")
+    if tier is not None and (not isinstance(tier, str) or tier not in settings.allowed_service_tiers):
+        allowed = ", ".join(sorted(settings.allowed_service_tiers))
+        raise InvalidRequestError(f"service_tier must be one of: {allowed}", code="service_tier_not_allowed")
+    cache_key = body.get("prompt_cache_key")
+    if cache_key is not None and (not isinstance(cache_key, str) or not 0 < len(cache_key) <= MAX_CACHE_KEY_CHARS):
+        raise InvalidRequestError(f"prompt_cache_key must be a string of 1 to {MAX_CACHE_KEY_CHARS} characters")
+    return cache_key
+
+
 def _choices_within(body: Mapping[str, Any], names: tuple[str, ...], most: int) -> None:
     """Each given choice count (`n`, `best_of`) a whole number from 1 to `most`."""
     for name in names:
@@ -287,6 +305,7 @@ class Relay:
         self._clock = clock
         self._wall_clock = wall_clock
         self._reusable: dict[tuple[str, Optional[int], Optional[str]], MintResult] = {}
+        self._prompt_cache: Optional[PromptCacheNamespace] = None
 
     def token_for(self, identity: Identity, session_id: Optional[str], within: Optional[float] = None) -> MintResult:
         """A fresh token, or in API-key mode one still good for REUSE_MIN_REMAINING seconds."""
@@ -323,8 +342,11 @@ class Relay:
         }
         payload = None
         if call.body is not None:
+            sent = call.body
+            if call.prompt_cache_key is not None:
+                sent = {**sent, "prompt_cache_key": self._namespaced(identity, call.prompt_cache_key)}
             headers["Content-Type"] = "application/json"
-            payload = json.dumps(call.body, separators=(",", ":")).encode("utf-8")
+            payload = json.dumps(sent, separators=(",", ":")).encode("utf-8")
         meter = meter or meter_for(identity, call)
         meter.session_id = minted.session_id
         response = self._send(call.method, self._settings.base_url + call.path, payload, headers, remaining)
@@ -353,6 +375,15 @@ class Relay:
             body = _filtered_models(document, call.model_filter)
         client_headers.update({"content-type": "application/json", "cache-control": "no-store"})
         return RelayAnswer(200, client_headers, iter((body,)), stream=False, meter=meter)
+
+
+    def _namespaced(self, identity: Identity, caller_key: str) -> str:
+        """The caller's prompt_cache_key in the user's own namespace (imported on first use: few requests carry one)."""
+        if self._prompt_cache is None:
+            from .prompt_cache import PromptCacheNamespace
+
+            self._prompt_cache = PromptCacheNamespace()
+        return self._prompt_cache.key_for(self._minter.credentials(), identity.user_id, caller_key)
 
 
 def meter_for(identity: Identity, call: UpstreamCall) -> UsageMeter:

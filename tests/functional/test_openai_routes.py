@@ -311,3 +311,29 @@ def test_legacy_completions_refuse_what_chat_refuses(dev: DevProcess, front: str
         sdk.completions.create(model="behest-default", prompt=[])
 
     assert too_many.value.code == "n_too_large" and no_prompt.value.code == "invalid_request"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_each_users_prompt_cache_key_reaches_behest_in_that_users_own_namespace(dev: DevProcess, front: str) -> None:
+    sent: dict[str, list[str]] = {}
+    for user in ("ada", "bea", "ada"):
+        sdk = client(dev, front, user)
+        sdk.chat.completions.create(model="m", messages=HI, prompt_cache_key="shared")  # type: ignore[arg-type]
+        sent.setdefault(user, []).append(last_upstream(dev, "/v1/chat/completions")["body"]["prompt_cache_key"])
+        sdk.responses.create(model="behest-default", input="hi", prompt_cache_key="shared")
+        sent[user].append(last_upstream(dev, "/v1/responses")["body"]["prompt_cache_key"])
+
+    ada, bea = set(sent["ada"]), set(sent["bea"])
+    assert len(ada) == len(bea) == 1 and ada != bea  # stable per user, never shared between users
+    assert all(key.endswith(".shared") and len(key) <= 64 for key in ada | bea)
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_costlier_service_tier_is_refused_before_behest_is_asked(dev: DevProcess, front: str) -> None:
+    before = len(dev.standin_requests())
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(dev, front).responses.create(model="behest-default", input="hi", service_tier="priority")
+
+    assert caught.value.code == "service_tier_not_allowed"
+    assert len(dev.standin_requests()) == before
