@@ -86,11 +86,16 @@ def relay_core(route: str, relay: Relay, settings: RelaySettings, telemetry: Tel
     return core
 
 
-# Why Behest refuses a token this deployment signed, most likely first (see README, "The key secret").
-UPSTREAM_AUTH_CAUSES = (
+# Why Behest refuses a token this deployment signed (sign mode), most likely first (README, "The key secret").
+SIGNED_TOKEN_CAUSES = (
     "the kid is not registered at Behest for this tenant and project (or was removed)",
     "clock skew between this function and Behest (iat, nbf, exp)",
     "the key was rotated in the secret without registering its public key at Behest under the new kid",
+)
+# Why Behest refuses a token it minted itself for our API key (API-key mode, where tokens are reused).
+MINTED_TOKEN_CAUSES = (
+    "the API key was revoked or rotated at Behest after the token was minted",
+    "clock skew between this function and Behest (iat, nbf, exp)",
 )
 
 
@@ -98,7 +103,7 @@ def report_upstream_auth(telemetry: Telemetry, error: UpstreamAuthError) -> None
     """An operator's alarm: Behest refused our own token. The kid is named, the token never."""
     telemetry.error("Behest refused the token this deployment minted", kid=error.kid,
                     upstream_status=error.upstream_status, upstream_code=error.upstream_code,
-                    likely_causes=list(UPSTREAM_AUTH_CAUSES))
+                    likely_causes=list(SIGNED_TOKEN_CAUSES if error.kid is not None else MINTED_TOKEN_CAUSES))
     telemetry.metric("UpstreamAuthFailed")
 
 

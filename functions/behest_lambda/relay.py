@@ -356,8 +356,11 @@ class Relay:
             client_headers["x-trace-id"] = upstream_headers["x-trace-id"][:128]
         meter.status = response.status
         if response.status >= 300:
-            raise upstream_failure(response.status, upstream_headers, read_within(response, deadline, self._clock),
-                                   kid=minted.kid)
+            failure = upstream_failure(response.status, upstream_headers,
+                                       read_within(response, deadline, self._clock), kid=minted.kid)
+            if isinstance(failure, UpstreamAuthError):  # API-key mode: a refused token is not reused
+                self._reusable.pop((identity.user_id, identity.tier, call.session_id), None)
+            raise failure
         is_sse = upstream_headers.get("content-type", "").startswith("text/event-stream")
         if call.stream and is_sse:
             client_headers.update({"content-type": "text/event-stream", "cache-control": "no-cache"})

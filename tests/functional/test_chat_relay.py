@@ -326,6 +326,24 @@ def test_api_key_mode_reuses_a_fresh_token_per_user_and_session(identity_provide
         assert_every_upstream_request_was_for_each_caller(standin)
 
 
+def test_api_key_mode_drops_a_token_behest_refused_and_mints_afresh(identity_provider: LocalIdentityProvider,
+                                                                    standin: StandinGateway) -> None:
+    env = {"BEHEST_KEY": API_KEY, "BEHEST_KID": "", "BEHEST_TENANT_ID": "", "BEHEST_PROJECT_ID": ""}
+    for stack in make_stack(identity_provider, standin, **env):
+        fay = stack.client("fay")
+        fay.chat.completions.create(messages=HI, model="m")
+        standin.inject(Fault("status", status=401, code="invalid_token", path="chat"))
+        with pytest.raises(openai.InternalServerError):
+            fay.chat.completions.create(messages=HI, model="m")
+        fay.chat.completions.create(messages=HI, model="m")
+
+        # The refused token is not reused: the request after the refusal mints again.
+        assert [r.path for r in standin.requests] == ["/v1/auth/mint", CHAT, CHAT, "/v1/auth/mint", CHAT]
+        [logged] = [r for r in stack.telemetry.logs() if r["message"] == "Behest refused the token this deployment minted"]
+        assert "kid" not in logged and "clock skew" in " ".join(logged["likely_causes"])
+        assert "API key" in " ".join(logged["likely_causes"])
+
+
 def test_sign_mode_mints_a_fresh_token_for_every_request(stack: Stack, standin: StandinGateway) -> None:
     client = stack.client()
     for _ in range(3):
