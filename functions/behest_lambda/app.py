@@ -12,7 +12,14 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Generator, Iterator, Mapping, Optional
 
-from .errors import BehestLambdaError, ConfigurationError, UpstreamError, answer_for, sse_error_event
+from .errors import (
+    BehestLambdaError,
+    ConfigurationError,
+    UpstreamAuthError,
+    UpstreamError,
+    answer_for,
+    sse_error_event,
+)
 from .identity import identity_from_claims
 from .reply import Core, Ender, ErrorEvent, Identify, Reply
 from .request import Request
@@ -132,6 +139,9 @@ class Service:
         level = self.telemetry.error if error.status >= 500 else self.telemetry.info
         level("request refused", status=error.status, code=error.code, detail=error.message)
         self.telemetry.metric("RequestRefused", code=error.code)
+        if isinstance(error, UpstreamAuthError):  # the operator's to fix, and alarmed (UpstreamAuthFailedAlarm)
+            self.telemetry.error("Behest refused this deployment's credentials", **error.report())
+            self.telemetry.metric("UpstreamAuthFailed")
         answer = answer_for(error)
         return Reply(answer.status, answer.headers, iter((answer.body,)))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from .errors import BehestLambdaError, UpstreamAuthError, UpstreamError
+from .errors import BehestLambdaError, UpstreamError
 from .identity import Identity, identity_from_claims
 from .key_source import KeySource, key_source_for
 from .mint import Minter, MintRequest
@@ -71,8 +71,6 @@ def relay_core(route: str, relay: Relay, settings: RelaySettings, telemetry: Tel
             answer = relay.open(identity, call, meter, deadline=request.deadline)
         except UpstreamError as e:
             meter.status = e.status
-            if isinstance(e, UpstreamAuthError):
-                report_upstream_auth(telemetry, e)
             record_usage(telemetry, meter, "upstream_error", e)
             raise
 
@@ -84,27 +82,6 @@ def relay_core(route: str, relay: Relay, settings: RelaySettings, telemetry: Tel
                      error_event=answer.error_event)
 
     return core
-
-
-# Why Behest refuses a token this deployment signed (sign mode), most likely first (README, "The key secret").
-SIGNED_TOKEN_CAUSES = (
-    "the kid is not registered at Behest for this tenant and project (or was removed)",
-    "clock skew between this function and Behest (iat, nbf, exp)",
-    "the key was rotated in the secret without registering its public key at Behest under the new kid",
-)
-# Why Behest refuses a token it minted itself for our API key (API-key mode, where tokens are reused).
-MINTED_TOKEN_CAUSES = (
-    "the API key was revoked or rotated at Behest after the token was minted",
-    "clock skew between this function and Behest (iat, nbf, exp)",
-)
-
-
-def report_upstream_auth(telemetry: Telemetry, error: UpstreamAuthError) -> None:
-    """An operator's alarm: Behest refused our own token. The kid is named, the token never."""
-    telemetry.error("Behest refused the token this deployment minted", kid=error.kid,
-                    upstream_status=error.upstream_status, upstream_code=error.upstream_code,
-                    likely_causes=list(SIGNED_TOKEN_CAUSES if error.kid is not None else MINTED_TOKEN_CAUSES))
-    telemetry.metric("UpstreamAuthFailed")
 
 
 def record_usage(telemetry: Telemetry, meter: UsageMeter, outcome: str, failure: Optional[BehestLambdaError]) -> None:

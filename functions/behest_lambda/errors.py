@@ -133,21 +133,31 @@ class UpstreamTimeoutError(UpstreamError):
 
 
 class UpstreamAuthError(UpstreamError):
-    """Behest refused the token this deployment minted: the deployment's fault, never the caller's sign-in.
+    """Behest refused this deployment's credentials (a token it minted, or its API key): never the caller's fault.
 
     Passed on as Behest's 401, OpenAI SDKs would raise AuthenticationError and apps would sign a
-    user out whose identity token is fine. The message says nothing about keys; the log says the rest.
+    user out whose identity token is fine. The message says nothing about keys; `report` (the
+    operator's ERROR line) says the rest.
     """
 
     status = 502
     code = "upstream_auth_failed"
+    MESSAGE = ("the model gateway did not accept this service's request; this is a problem with the service's setup,"
+               " not with your sign-in")
 
-    def __init__(self, *, kid: Optional[str], upstream_status: int, upstream_code: Optional[str]) -> None:
-        super().__init__("the model gateway did not accept this service's request; this is a problem with the"
-                         " service's setup, not with your sign-in")
+    def __init__(self, refused: str, causes: tuple[str, ...], *, upstream_status: int,
+                 upstream_code: Optional[str], kid: Optional[str] = None) -> None:
+        super().__init__(self.MESSAGE)
+        self.refused = refused
+        self.causes = causes
         self.kid = kid
         self.upstream_status = upstream_status
         self.upstream_code = upstream_code
+
+    def report(self) -> dict[str, object]:
+        """What the operator's log line says: what was refused, the kid (never a token or key), the likely causes."""
+        return {"refused": self.refused, "kid": self.kid, "upstream_status": self.upstream_status,
+                "upstream_code": self.upstream_code, "likely_causes": list(self.causes)}
 
 
 class UpstreamStatusError(UpstreamError):

@@ -397,6 +397,17 @@ def meter_for(identity: Identity, call: UpstreamCall) -> UsageMeter:
 
 # Behest's 403 codes that refuse the token itself (as a 401 does), not what the user asked for.
 TOKEN_REFUSALS = frozenset({"invalid_token", "token_expired"})
+# Why Behest refuses a token, most likely first (README, "The key secret"): one this deployment signed (sign
+# mode), or one Behest minted for its API key (API-key mode, where a token is reused while it lives).
+SIGNED_TOKEN_CAUSES = (
+    "the kid is not registered at Behest for this tenant and project (or was removed)",
+    "clock skew between this function and Behest (iat, nbf, exp)",
+    "the key was rotated in the secret without registering its public key at Behest under the new kid",
+)
+MINTED_TOKEN_CAUSES = (
+    "the API key was revoked or rotated at Behest after the token was minted",
+    "clock skew between this function and Behest (iat, nbf, exp)",
+)
 
 
 def upstream_failure(status: int, headers: Mapping[str, str], body: bytes, *,
@@ -407,7 +418,9 @@ def upstream_failure(status: int, headers: Mapping[str, str], body: bytes, *,
     """
     code, message = _behest_error(body)
     if status == 401 or (status == 403 and code in TOKEN_REFUSALS):
-        return UpstreamAuthError(kid=kid, upstream_status=status, upstream_code=code)
+        refused, causes = ("a token this deployment signed", SIGNED_TOKEN_CAUSES) if kid is not None else \
+            ("a token Behest minted for this deployment's API key", MINTED_TOKEN_CAUSES)
+        return UpstreamAuthError(refused, causes, upstream_status=status, upstream_code=code, kid=kid)
     retry_after = _retry_after(headers)
     if 400 <= status < 500 or (status == 503 and retry_after is not None):
         return UpstreamStatusError(

@@ -192,8 +192,8 @@ def test_behest_refusing_the_token_we_minted_is_a_502_that_names_the_kid_in_the_
     assert (caught.value.status_code, caught.value.code) == (502, "upstream_auth_failed")
     for word in ("key", "kid", "token", KID):
         assert word not in caught.value.message.lower()
-    [logged] = [r for r in stack.telemetry.logs() if r["message"] == "Behest refused the token this deployment minted"]
-    assert logged["level"] == "ERROR" and logged["kid"] == KID
+    [logged] = [r for r in stack.telemetry.logs() if r["message"] == "Behest refused this deployment's credentials"]
+    assert logged["level"] == "ERROR" and logged["kid"] == KID and "signed" in logged["refused"]
     assert (logged["upstream_status"], logged["upstream_code"]) == (401, "invalid_token")
     causes = " ".join(logged["likely_causes"])
     assert "not registered" in causes and "clock skew" in causes and "rotated" in causes
@@ -339,9 +339,25 @@ def test_api_key_mode_drops_a_token_behest_refused_and_mints_afresh(identity_pro
 
         # The refused token is not reused: the request after the refusal mints again.
         assert [r.path for r in standin.requests] == ["/v1/auth/mint", CHAT, CHAT, "/v1/auth/mint", CHAT]
-        [logged] = [r for r in stack.telemetry.logs() if r["message"] == "Behest refused the token this deployment minted"]
+        [logged] = [r for r in stack.telemetry.logs() if r["message"] == "Behest refused this deployment's credentials"]
         assert "kid" not in logged and "clock skew" in " ".join(logged["likely_causes"])
         assert "API key" in " ".join(logged["likely_causes"])
+
+
+def test_api_key_mode_behest_refusing_the_api_key_is_a_502_the_operator_is_told_about(
+    identity_provider: LocalIdentityProvider, standin: StandinGateway,
+) -> None:
+    env = {"BEHEST_KEY": API_KEY, "BEHEST_KID": "", "BEHEST_TENANT_ID": "", "BEHEST_PROJECT_ID": ""}
+    for stack in make_stack(identity_provider, standin, **env):
+        standin.inject(Fault("status", status=401, code="invalid_api_key", path="mint"))
+
+        with pytest.raises(openai.InternalServerError) as caught:
+            stack.client("gus").chat.completions.create(messages=HI, model="m")
+
+        assert (caught.value.status_code, caught.value.code) == (502, "upstream_auth_failed")
+        assert "key" not in caught.value.message.lower()
+        [logged] = [r for r in stack.telemetry.logs() if r["message"] == "Behest refused this deployment's credentials"]
+        assert "API key" in logged["refused"] and logged["upstream_code"] == "invalid_api_key"
 
 
 def test_sign_mode_mints_a_fresh_token_for_every_request(stack: Stack, standin: StandinGateway) -> None:

@@ -83,7 +83,9 @@ CASES = [
     *[Case(f"mint: {name}", fault, status, code, route=route, timeout=timeout, retry_after=retry_after)
       for route in ("relay-api-key", "token-api-key")
       for name, fault, status, code, timeout, retry_after in (
-          ("401", Fault("status", status=401, path="mint"), 502, "upstream_error", None, None),
+          # Behest refusing the deployment's own API key is the deployment's fault, as a refused token is.
+          ("401", Fault("status", status=401, path="mint"), 502, "upstream_auth_failed", None, None),
+          ("403", Fault("status", status=403, path="mint"), 502, "upstream_auth_failed", None, None),
           ("429", Fault("status", status=429, retry_after=3, path="mint"), 429, "rate_limited", None, "3"),
           ("500", Fault("status", status=500, path="mint"), 502, "upstream_error", None, None),
           ("slow past the mint timeout", Fault("delay", seconds=5, path="mint"), 504, "upstream_timeout",
