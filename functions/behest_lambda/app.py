@@ -120,7 +120,8 @@ class Service:
         front = FUNCTION_URL if function == STREAM_FUNCTION else HTTP_API
         routes = routes_for(FUNCTION_URL) if front == FUNCTION_URL else routes_for(HTTP_API, function)
         cores, identify = build_cores({r.core for r in routes}, settings, telemetry,
-                                      verify_callers=front == FUNCTION_URL, key_source=key_source)
+                                      verify_callers=front == FUNCTION_URL or settings.caller.verify,
+                                      key_source=key_source)
         return cls(settings, telemetry, routes, front, cores, identify=identify)
 
     def reply(self, event: Mapping[str, Any], *, deadline: Optional[float] = None) -> Reply:

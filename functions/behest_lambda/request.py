@@ -27,6 +27,8 @@ class Request(NamedTuple):
     params: Mapping[str, str] = MappingProxyType({})
     # Monotonic time by which the answer must be done (the streaming route: the invocation's own deadline).
     deadline: Optional[float] = None
+    # Payload 2.0's `cookies`: API Gateway and Function URLs move the Cookie header here, one pair per entry.
+    cookies: tuple[str, ...] = ()
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any], max_body_bytes: int) -> Request:
@@ -41,6 +43,7 @@ class Request(NamedTuple):
         query = {str(k): v for k, v in _mapping(event.get("queryStringParameters")).items() if isinstance(v, str)}
         claims = _mapping(_mapping(_mapping(context.get("authorizer")).get("jwt")).get("claims")) or None
         request_id = context.get("requestId")
+        cookies = event.get("cookies")
         return cls(
             method=method.upper() if isinstance(method, str) else "",
             path=path[:MAX_PATH_CHARS] if isinstance(path, str) else "",
@@ -49,6 +52,7 @@ class Request(NamedTuple):
             body=_body(event, max_body_bytes),
             request_id=request_id if isinstance(request_id, str) else None,
             claims=claims,
+            cookies=tuple(c for c in cookies if isinstance(c, str)) if isinstance(cookies, list) else (),
         )
 
     def header(self, name: str) -> Optional[str]:
