@@ -129,7 +129,7 @@ def chat_call(request: Request, identity: Identity, settings: RelaySettings) -> 
 def completions_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
     """Legacy completions (LlamaIndex's OpenAILike, older SDK code): chat's policy on a `prompt`."""
     body = _body(request, "completions")
-    if not _embedding_input(body.get("prompt")):
+    if not _text_or_tokens(body.get("prompt")):
         raise InvalidRequestError("prompt must be a string, an array of strings, or token arrays, and not empty")
     stream = _stream_flag(body)
     model = _allowed_model(body.get("model"), settings)
@@ -170,7 +170,7 @@ def responses_call(request: Request, identity: Identity, settings: RelaySettings
 def embeddings_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
     """Embeddings: input a string, strings, a token array or token arrays; model allowlist; `user` set."""
     body = _body(request, "embeddings")
-    if not _embedding_input(body.get("input")):
+    if not _text_or_tokens(body.get("input")):
         raise InvalidRequestError("input must be a string, an array of strings, or token arrays, and not empty")
     if body.get("stream") is not None:
         raise InvalidRequestError("embeddings do not stream")
@@ -252,10 +252,9 @@ def _choices_within(body: Mapping[str, Any], names: tuple[str, ...], most: int) 
 
 
 def _usage_asked(body: Mapping[str, Any], rewritten: dict[str, Any]) -> bool:
-    """Whether a streaming client asked for the usage chunk; Behest is always asked for it.
+    """Ask Behest for a stream's usage chunk, always (its cost must be known); whether the client asked too.
 
-    So that a stream's cost is known; the usage-only chunk is dropped on the way back unless the
-    client asked for it.
+    The usage-only chunk is dropped on the way back unless the client asked for it.
     """
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
@@ -276,7 +275,7 @@ def _cap(body: dict[str, Any], names: tuple[str, ...], ceiling: int) -> None:
         body[names[0]] = ceiling
 
 
-def _embedding_input(value: Any) -> bool:
+def _text_or_tokens(value: Any) -> bool:
     def tokens(item: Any) -> bool:
         return isinstance(item, list) and bool(item) and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
 
@@ -378,7 +377,6 @@ class Relay:
             body = _filtered_models(document, call.model_filter)
         client_headers.update({"content-type": "application/json", "cache-control": "no-store"})
         return RelayAnswer(200, client_headers, iter((body,)), stream=False, meter=meter)
-
 
     def _namespaced(self, identity: Identity, caller_key: str) -> str:
         """The caller's prompt_cache_key in the user's own namespace (imported on first use: few requests carry one)."""
