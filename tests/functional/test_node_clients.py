@@ -52,6 +52,8 @@ UPSTREAM_CALLS = {
     "ai.chat.streamText": [("POST", "/v1/chat/completions")],
     "ai.responses.broken-stream": [("POST", "/v1/responses")],
     "ai.chat.broken-stream": [("POST", "/v1/chat/completions")],
+    "ai.completion.generateText": [("POST", "/v1/completions")],
+    "ai.completion.streamText": [("POST", "/v1/completions")],
     "ai.rate-limit.responses": [("POST", "/v1/responses")],
     "ai.rate-limit.chat": [("POST", "/v1/chat/completions")],
     "ai.rate-limit.responses-stream": [("POST", "/v1/responses")],
@@ -208,6 +210,19 @@ def text_arrivals(result: dict[str, Any], kind: str) -> list[float]:
     arrivals = [a["at"] for a in result["arrivals"] if a["type"] == kind and a["delta"]]
     assert len(arrivals) == len(LONG_ANSWER.split(" "))
     return arrivals
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_the_ai_sdks_completion_model_gets_legacy_completions_whole_and_streamed(run: NodeRun, front: str) -> None:
+    whole = run.result(front, "ai.completion.generateText")
+    streamed = run.result(front, "ai.completion.streamText")
+    sent = run.upstream_of(whole)[0]["body"]
+
+    # The AI SDK writes the prompt as a transcript; the stand-in echoes what it was sent.
+    assert whole["text"] == f"Hello {USER}! You said: {sent['prompt']}" and whole["finish_reason"] == "stop"
+    assert whole["usage"]["outputTokens"] == len(whole["text"].split())
+    assert streamed["error"] is None and streamed["text"].startswith(f"Hello {USER}! You said:")
+    assert run.upstream_of(streamed)[0]["body"]["stream_options"] == {"include_usage": True}
 
 
 BROKE_OFF = "Behest's stream broke off"

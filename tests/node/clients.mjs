@@ -236,6 +236,11 @@ const SCENARIOS = {
   "ai.chat.broken-stream": async (ctx) =>
     withFault(ctx, { ...BROKEN_STREAM, path: "chat" },
       () => vercelStreamArrivals(streamText({ model: ctx.ai.chat(MODEL), prompt: LONG_PROMPT, ...streamedOnce() }))),
+  // Legacy completions (POST /v1/completions), the AI SDK's `.completion()` model.
+  "ai.completion.generateText": async ({ ai }) =>
+    generated(await generateText({ model: ai.completion(MODEL), prompt: "hi there", ...once() })),
+  "ai.completion.streamText": async ({ ai }) =>
+    vercelStreamArrivals(streamText({ model: ai.completion(MODEL), prompt: LONG_PROMPT, ...streamedOnce() })),
   "ai.rate-limit.responses": rateLimited("responses", ({ ai }) => generateText({ model: ai(MODEL), prompt: "x", ...once() })),
   "ai.rate-limit.chat": rateLimited("chat", ({ ai }) => generateText({ model: ai.chat(MODEL), prompt: "x", ...once() })),
   // streamText never throws: the refusal is an `error` part of the stream.
