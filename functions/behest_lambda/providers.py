@@ -75,8 +75,8 @@ class Provider(NamedTuple):
         )
         if fits:
             return None
-        return (f"the {self.name} issuer must look like {self.issuer_form} (got {issuer[:120]!r}); "
-                f"or choose the identity provider oidc")
+        return (f"the {self.name} issuer must look like {self.issuer_form} (got {issuer[:120]!r}; see "
+                f"{self.docs}), or choose the identity provider oidc")
 
     def function_verifies(self, cookie_override: Optional[str] = None) -> bool:
         """Whether the HTTP API's functions must verify tokens themselves (API Gateway's authorizer cannot)."""
@@ -92,8 +92,8 @@ _PROVIDERS = (
              "https://docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-tokens-verifying-a-jwt.html"),
     Provider("auth0", "https://<tenant>.auth0.com/ (with the trailing /)", r"/", _ANY_HOST,
              "https://auth0.com/docs/secure/tokens/access-tokens/validate-access-tokens"),
-    Provider("clerk", "https://<your Frontend API host> (no path)", r"/?", _ANY_HOST,
-             "https://clerk.com/docs/backend-requests/manual-jwt",
+    Provider("clerk", "https://<your Frontend API host> (no path, no trailing /)", r"", _ANY_HOST,
+             "https://clerk.com/docs/guides/sessions/manual-jwt-verification",
              audience=AUD_OR_AZP, cookie="__session", authorizer_verifies=False),
     Provider("supabase", "https://<project ref>.supabase.co/auth/v1", r"/auth/v1", _ANY_HOST,
              "https://supabase.com/docs/guides/auth/jwts",
@@ -107,7 +107,7 @@ _PROVIDERS = (
              r"login\.microsoftonline\.(com|us)|login\.partner\.microsoftonline\.cn",
              "https://learn.microsoft.com/en-us/entra/identity-platform/access-token-claims-reference",
              user_claim="oid"),
-    Provider("google", "https://accounts.google.com", r"/?", r"accounts\.google\.com",
+    Provider("google", "https://accounts.google.com (no trailing /)", r"", r"accounts\.google\.com",
              "https://developers.google.com/identity/openid-connect/openid-connect#validatinganidtoken"),
     Provider("keycloak", "https://<host>/realms/<realm>", r"(/auth)?/realms/[^/\s?#]+", _ANY_HOST,
              "https://www.keycloak.org/docs/latest/securing_apps/#_oidc"),

@@ -85,7 +85,10 @@ def test_an_issuer_of_the_presets_shape_is_accepted(preset: str, issuer: str) ->
     ("google", "https://accounts.google.com/o/oauth2", "https://accounts.google.com"),
     ("firebase", "https://securetoken.google.com/a/b", "https://securetoken.google.com/<project id>"),
     ("keycloak", "https://sso.example.com/app", "https://<host>/realms/<realm>"),
-    ("clerk", "https://clerk.example.com/v1", "https://<your Frontend API host> (no path)"),
+    ("clerk", "https://clerk.example.com/v1", "https://<your Frontend API host> (no path"),
+    # The iss of their tokens has no trailing slash, and the issuer is compared exactly.
+    ("clerk", "https://clerk.example.com/", "(no path, no trailing /)"),
+    ("google", "https://accounts.google.com/", "https://accounts.google.com (no trailing /)"),
     ("oidc", "http://issuer.example.com", "https://<your issuer>"),
     ("oidc", "http://127.0.0.2.example.com", "https://<your issuer>"),
     ("oidc", "https://issuer.example.com/?x=1", "https://<your issuer>"),
@@ -133,7 +136,7 @@ def test_a_preset_with_a_cookie_needs_the_allowed_origins() -> None:
 
 
 # Clerk: session tokens carry no aud; azp is the origin that asked, checked against the authorized parties.
-# https://clerk.com/docs/backend-requests/manual-jwt
+# https://clerk.com/docs/guides/sessions/manual-jwt-verification
 
 
 @pytest.fixture

@@ -75,7 +75,7 @@ def supabase_cookies(name: str, access_token: str, *, chunk: Optional[int] = Non
 def test_clerks_session_cookie_signs_the_user_in_from_an_allowed_origin(provider: ProviderServer) -> None:
     """Clerk keeps the session token in the __session cookie for same-origin requests; azp is the origin.
 
-    https://clerk.com/docs/backend-requests/making/same-origin
+    https://clerk.com/docs/guides/sessions/manual-jwt-verification
     """
     token = provider.token(aud=None, azp=APP_ORIGIN, sub="user_2abc")
 
