@@ -224,7 +224,8 @@ class LocalHttpApi(LoopbackService):
                 found = api.route(self.command, path)
                 claims = None
                 if found is not None and api.authorizer is not None:
-                    claims = api.authorizer.claims(self.headers.get("Authorization"))
+                    # A repeated header reaches the authorizer joined with commas, as API Gateway joins it.
+                    claims = api.authorizer.claims(",".join(self.headers.get_all("Authorization", [])) or None)
                     if claims is None:
                         self.send_whole(401, {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"},
                                         UNAUTHORIZED)

@@ -228,10 +228,14 @@ def split_cookies(headers: Iterable[tuple[str, str]]) -> tuple[dict[str, str], l
 
     API Gateway (HTTP API) and Function URLs hand cookies over in the event's `cookies` array rather
     than the Cookie header (https://docs.aws.amazon.com/apigateway/latest/developerguide/
-    http-api-develop-integrations-lambda.html); a repeated name stays repeated.
+    http-api-develop-integrations-lambda.html); a repeated name stays repeated. Any other header sent
+    twice is combined with a comma, as both do ("Duplicate headers are combined with commas").
     """
     pairs = list(headers)
-    rest = {name.lower(): value for name, value in pairs if name.lower() != "cookie"}
+    rest: dict[str, str] = {}
+    for name, value in pairs:
+        if name.lower() != "cookie":
+            rest[name.lower()] = f"{rest[name.lower()]},{value}" if name.lower() in rest else value
     cookies = [part.strip() for name, value in pairs if name.lower() == "cookie" for part in value.split(";")
                if part.strip()]
     return rest, cookies
