@@ -13,8 +13,12 @@ compares values.
 
 from __future__ import annotations
 
+import http.client
 import re
+import socket
+import threading
 import time
+import urllib.request
 from typing import Any, Callable, Optional, Sequence
 
 from .cache import ExpiringValue
@@ -108,22 +112,98 @@ def caller_token(request: Request, settings: CallerSettings) -> str:
     return token
 
 
+class _Watchdog:
+    """Shuts the fetch's sockets when its deadline passes.
+
+    A socket timeout bounds each read, not the whole: a server sending its headers a byte at a time
+    would hold the function until Lambda kills it. urllib reads the headers out of reach, so the
+    connection is cut from a timer thread instead.
+    """
+
+    local = threading.local()
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        _Watchdog.local.current = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _Watchdog.local.current = None
+
+    @classmethod
+    def watch(cls, sock: socket.socket) -> None:
+        """Called by the connection once connected: the current fetch's watchdog may cut `sock`."""
+        watchdog: Optional[_Watchdog] = getattr(cls.local, "current", None)
+        if watchdog is not None:
+            watchdog._sockets.append(sock)
+
+    def _fire(self) -> None:
+        self.fired = True
+        for sock in self._sockets:
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # on the raw socket: a TLS one is not unwrapped
+            except OSError:
+                pass
+
+
+class _WatchedHTTP(http.client.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _Watchdog.watch(self.sock)
+
+
+class _WatchedHTTPS(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _Watchdog.watch(self.sock)
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_WatchedHTTP, req)
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_WatchedHTTPS, req, context=self._context)  # type: ignore[attr-defined]
+
+
+_watched_opener: Optional[urllib.request.OpenerDirector] = None
+
+
 def fetch_json(url: str, timeout: float, *, limit: int = MAX_JWKS_BYTES, what: str = "JWKS") -> Any:
     """GET a JSON document: https (plain http to loopback only), no redirects, one deadline, at most `limit` bytes."""
     import json
 
     from .errors import UpstreamError
-    from .upstream import open_request, read_within
+    from .upstream import build_opener, open_request, read_within
 
+    global _watched_opener
     if not is_allowed_url(url):
         raise FetchError(f"the {what} URL must be https (got {url[:100]!r})", reason="insecure_url")
+    if _watched_opener is None:
+        _watched_opener = build_opener(_WatchedHTTPHandler(), _WatchedHTTPSHandler())
     deadline = time.monotonic() + timeout
-    try:
-        response = open_request("GET", url, None, {"Accept": "application/json"}, timeout)
-        status = response.status
-        body = read_within(response, deadline, limit=limit)
-    except UpstreamError as e:
-        raise FetchError(f"the {what} fetch failed ({e.message})", reason="unreachable") from e
+    with _Watchdog(timeout) as watchdog:
+        try:
+            response = open_request("GET", url, None, {"Accept": "application/json"}, timeout, _watched_opener)
+            status = response.status
+            body = read_within(response, deadline, limit=limit)
+        except UpstreamError as e:
+            failure: Optional[UpstreamError] = e
+        else:
+            failure = None
+    if watchdog.fired:
+        raise FetchError(f"the {what} fetch ran past its {timeout:g} s deadline", reason="unreachable")
+    if failure is not None:
+        raise FetchError(f"the {what} fetch failed ({failure.message})", reason="unreachable") from failure
     if status != 200:  # a redirect too: it is not followed
         raise FetchError(f"the {what} URL answered {status}", reason=f"http_{status}")
     try:

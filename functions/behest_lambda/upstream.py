@@ -31,8 +31,13 @@ _opener: Optional[urllib.request.OpenerDirector] = None
 def _get_opener() -> urllib.request.OpenerDirector:
     global _opener
     if _opener is None:
-        _opener = urllib.request.build_opener(_RefuseRedirects)
+        _opener = build_opener()
     return _opener
+
+
+def build_opener(*handlers: urllib.request.BaseHandler) -> urllib.request.OpenerDirector:
+    """A urllib opener that follows no redirect, with `handlers` added."""
+    return urllib.request.build_opener(_RefuseRedirects, *handlers)
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,8 @@ class UpstreamResponse:
             return None
 
 
-def open_request(method: str, url: str, body: Optional[bytes], headers: Mapping[str, str], timeout: float) -> Any:
+def open_request(method: str, url: str, body: Optional[bytes], headers: Mapping[str, str], timeout: float,
+                 opener: Optional[urllib.request.OpenerDirector] = None) -> Any:
     """Send a request and return the open response (any status); the caller reads and closes it.
 
     `timeout` bounds the connect and every later read, so a stalled stream fails too.
@@ -61,7 +67,7 @@ def open_request(method: str, url: str, body: Optional[bytes], headers: Mapping[
         url, data=body, method=method, headers={"User-Agent": USER_AGENT, **headers}
     )
     try:
-        return _get_opener().open(request, timeout=timeout)  # noqa: S310
+        return (opener or _get_opener()).open(request, timeout=timeout)  # noqa: S310
     except urllib.error.HTTPError as e:
         return e  # an HTTPError is also the response: status, headers and body
     except urllib.error.URLError as e:

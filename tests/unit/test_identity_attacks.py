@@ -504,7 +504,7 @@ def test_a_gzip_bomb_is_not_asked_for_nor_decompressed() -> None:
     assert b"gzip" not in server.requests[0].lower()
 
 
-@pytest.mark.parametrize("where", ["body"])
+@pytest.mark.parametrize("where", ["headers", "body"])
 def test_a_discovery_url_that_trickles_is_cut_at_the_fetch_deadline(where: str) -> None:
     """Slow-loris: one byte at a time, each well within a socket timeout, must not outlive the one deadline.
 
