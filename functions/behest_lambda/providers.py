@@ -72,6 +72,9 @@ class Provider(NamedTuple):
             and bool(host)
             and (loopback or self.issuer_host is None or re.fullmatch(self.issuer_host, host) is not None)
             and re.fullmatch(self.issuer_path, path) is not None
+            # A provider writes its iss in lower case and iss is compared exactly: "https://Tenant.auth0.com/"
+            # would refuse every token. A generic issuer is taken as written.
+            and (self.name == DEFAULT_PROVIDER or _authority(issuer) == _authority(issuer).lower())
         )
         if fits:
             return None
@@ -153,6 +156,11 @@ def _parts(url: str) -> tuple[str, str, str]:
     if split.query or split.fragment or split.username is not None or any(c.isspace() for c in url):
         return "", "", ""
     return split.scheme.lower(), host.lower(), split.path
+
+
+def _authority(url: str) -> str:
+    """The scheme and host part of a URL as written: everything before the path."""
+    return "/".join(url.split("/", 3)[:3])
 
 
 def _host(url: str) -> str:

@@ -842,3 +842,18 @@ def test_origins_as_browsers_send_them_are_accepted_for_a_cookie(origin: str) ->
                    BEHEST_ALLOWED_ORIGINS=f"https://ok.example.com,{origin}")
 
     assert CallerTokenVerifier.from_settings(Settings.from_env(env).caller).authorized_parties >= {origin}
+
+
+@pytest.mark.parametrize(("preset", "issuer"), [
+    ("cognito", "https://COGNITO-IDP.us-east-1.amazonaws.com/us-east-1_Abc"),
+    ("auth0", "https://Tenant.auth0.com/"),
+    ("google", "HTTPS://accounts.google.com"),
+    ("supabase", "https://ABCDEF.supabase.co/auth/v1"),
+])
+def test_a_preset_issuer_with_upper_case_in_its_scheme_or_host_is_a_configuration_error(preset: str,
+                                                                                         issuer: str) -> None:
+    """The providers write iss in lower case and iss is compared exactly: such an issuer would refuse everyone."""
+    env = sign_env(BEHEST_IDENTITY_PROVIDER=preset, BEHEST_CALLER_ISSUER=issuer, BEHEST_CALLER_AUDIENCE="app")
+    with pytest.raises(ConfigurationError) as caught:
+        CallerTokenVerifier.from_settings(Settings.from_env(env).caller)
+    assert "BEHEST_CALLER_ISSUER" in caught.value.message
