@@ -7,7 +7,9 @@
 - a local HTTP API doing what the deployed API Gateway does (the route table, JWT authorizer,
   CORS, payload 2.0) in front of the real Lambda handlers; it also serves the demo page
   (`devstack/web/`) and the browser client (`client/behest-client.js`),
-- a local Function URL in front of the streaming function.
+- a local Function URL in front of the streaming function,
+- a local IAM Function URL (AuthType AWS_IAM: SigV4 checked by botocore's signer) in front of the
+  server-to-server function, for dev credentials of a trusted and an untrusted role.
 """
 
 from __future__ import annotations
@@ -25,7 +27,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto.server import ThreadedMotoServer
 
-from behest_lambda.routes import FUNCTION_URL, HTTP_API, RELAY_FUNCTION, TOKEN_FUNCTION, routes_for
+from behest_lambda.routes import (
+    FUNCTION_URL,
+    HTTP_API,
+    RELAY_FUNCTION,
+    SERVICE_FUNCTION,
+    SERVICE_URL,
+    TOKEN_FUNCTION,
+    routes_for,
+)
+from devstack.iam_url import DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS, IamFunctionUrl
 from devstack.identity_provider import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
 from devstack.standin import StandinGateway
@@ -57,6 +68,7 @@ class Ports:
     identity: int = 3100
     behest: int = 8787
     secrets: int = 4566
+    service: int = 3002
 
 
 class LocalStack:
@@ -74,6 +86,7 @@ class LocalStack:
         self.behest: Optional[StandinGateway] = None
         self.api: Optional[LocalHttpApi] = None
         self.stream: Optional[StreamFunctionUrl] = None
+        self.service: Optional[IamFunctionUrl] = None
         self.secrets_url = ""
         self.secret_arn = ""
 
@@ -125,6 +138,7 @@ class LocalStack:
             BEHEST_UPSTREAM_TIMEOUT="25",
             BEHEST_CALLER_ISSUER=self.identity.issuer,
             BEHEST_CALLER_AUDIENCE=self.identity.audience,
+            BEHEST_TRUSTED_ROLE_ARNS=DEV_TRUSTED_CREDENTIALS.role_arn,
         )
         from behest_lambda import relay_handler, token_handler
 
@@ -150,6 +164,11 @@ class LocalStack:
         self.stream = StreamFunctionUrl(function, port=self.ports.stream,
                                         allowed_origins=self.api.allowed_origins).start()
         self._stops.append(self.stream.stop)
+
+        # The server-to-server front: the same loop's function behind a URL that checks SigV4 signatures.
+        service = StreamFunction.from_env(Telemetry("behest-service"), function=SERVICE_FUNCTION)
+        self.service = IamFunctionUrl(service, port=self.ports.service).start()
+        self._stops.append(self.service.stop)
         self.api.public_paths["/config.json"] = ("application/json", json.dumps(self.page_config()).encode())
 
     def page_config(self) -> dict[str, str]:
@@ -184,15 +203,18 @@ class LocalStack:
         self.stop()
 
     def banner(self) -> str:
-        assert self.api and self.identity and self.behest and self.stream
-        api, idp, stream = self.api.url, self.identity.url, self.stream.url
+        assert self.api and self.identity and self.behest and self.stream and self.service
+        api, idp, stream, service = self.api.url, self.identity.url, self.stream.url, self.service.url
         routes = ", ".join(f"{r.method} {r.path}" for r in routes_for(HTTP_API))
         streamed = ", ".join(f"{r.method} {r.path}" for r in routes_for(FUNCTION_URL))
+        trusted, untrusted = DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS
+        served = ", ".join(f"{r.method} {r.path}" for r in routes_for(SERVICE_URL))
         return f"""
 behest-lambda local stack is up ({self.mode} mode)
   demo page                  {api}/
   API (token + chat relay)   {api}     routes {routes} (buffered)
   streaming chat relay       {stream}     {streamed}, token by token (the Function URL)
+  server-to-server (IAM)     {service}     {served}, SigV4-signed, for the user in X-Behest-User-Id
   identity provider          {idp}     POST /token {{"user": "ada", "plan": "pro"}} -> id_token
   Behest stand-in            {self.behest.url}
   Secrets Manager (moto)     {self.secrets_url}     secret {self.secret_arn}
@@ -225,6 +247,19 @@ OpenAI SDK (api_key = the user's identity token):
           print(event.delta, end="", flush=True)
   for chunk in client.chat.completions.create(model="any", messages=[{{"role": "user", "content": "hi"}}], stream=True):
       print(chunk.choices[0].delta.content or "", end="", flush=True)
+
+Server-to-server (a trusted backend's role signs with SigV4; the user is named per request):
+  export AWS_ACCESS_KEY_ID={trusted.access_key} AWS_SECRET_ACCESS_KEY={trusted.secret_key} \\
+         AWS_SESSION_TOKEN={trusted.session_token} AWS_REGION=us-east-1
+  # a session of {trusted.role_arn} (listed in BEHEST_TRUSTED_ROLE_ARNS); those of
+  # {untrusted.role_arn} (not listed: 403 caller_not_trusted) are
+  # {untrusted.access_key} / {untrusted.secret_key} / {untrusted.session_token}
+  import sys
+  sys.path.insert(0, "client/python")
+  from openai import DefaultHttpxClient, OpenAI
+  from behest_sigv4 import SigV4Auth, for_user
+  client = OpenAI(base_url="{service}/v1", api_key="unused", http_client=DefaultHttpxClient(auth=SigV4Auth()))
+  print(client.responses.create(model="behest-default", input="hi", extra_headers=for_user("ada")).output_text)
 
 Ctrl-C stops everything.
 """

@@ -27,6 +27,8 @@ class Request(NamedTuple):
     params: Mapping[str, str] = MappingProxyType({})
     # Monotonic time by which the answer must be done (the streaming route: the invocation's own deadline).
     deadline: Optional[float] = None
+    # The caller Lambda authenticated by its SigV4 signature (a Function URL with AuthType AWS_IAM only).
+    iam: Optional[Mapping[str, Any]] = None
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any], max_body_bytes: int) -> Request:
@@ -39,7 +41,8 @@ class Request(NamedTuple):
             path = http.get("path")
         headers = {str(k).lower(): v for k, v in _mapping(event.get("headers")).items() if isinstance(v, str)}
         query = {str(k): v for k, v in _mapping(event.get("queryStringParameters")).items() if isinstance(v, str)}
-        claims = _mapping(_mapping(_mapping(context.get("authorizer")).get("jwt")).get("claims")) or None
+        authorizer = _mapping(context.get("authorizer"))
+        claims = _mapping(_mapping(authorizer.get("jwt")).get("claims")) or None
         request_id = context.get("requestId")
         return cls(
             method=method.upper() if isinstance(method, str) else "",
@@ -49,6 +52,7 @@ class Request(NamedTuple):
             body=_body(event, max_body_bytes),
             request_id=request_id if isinstance(request_id, str) else None,
             claims=claims,
+            iam=_mapping(authorizer.get("iam")) or None,
         )
 
     def header(self, name: str) -> Optional[str]:

@@ -7,6 +7,7 @@ name in one ConfigurationError.
 from __future__ import annotations
 
 import os
+import re
 from types import MappingProxyType
 from typing import Mapping, NamedTuple, Optional
 
@@ -46,6 +47,8 @@ BEHEST_CALLER_ISSUER = "BEHEST_CALLER_ISSUER"
 BEHEST_CALLER_AUDIENCE = "BEHEST_CALLER_AUDIENCE"
 BEHEST_CALLER_JWKS_URL = "BEHEST_CALLER_JWKS_URL"
 BEHEST_JWKS_CACHE_TTL = "BEHEST_JWKS_CACHE_TTL"
+# The server-to-server function (Function URL, AuthType AWS_IAM) serves only callers in these roles.
+BEHEST_TRUSTED_ROLE_ARNS = "BEHEST_TRUSTED_ROLE_ARNS"
 
 # Powertools' own names (read by Powertools); the older names of this bundle still work.
 POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
@@ -80,6 +83,9 @@ DEFAULT_TIER_MAX = 100
 DEFAULT_EXTENSION_PORT = 2773
 DEFAULT_JWKS_CACHE_TTL = 3600
 JWKS_WELL_KNOWN_PATH = "/.well-known/jwks.json"
+# An IAM role ARN, its path optional: the role's name is unique in its account whatever the path.
+ROLE_ARN = re.compile(r"arn:(?P<partition>aws(?:-[a-z]+)*):iam::(?P<account>[0-9]{12}):role/"
+                      r"(?:[\x21-\x7e]{1,510}/)?(?P<name>[\w+=,.@-]{1,64})", re.ASCII)
 
 
 class _Reader:
@@ -277,6 +283,33 @@ class CallerSettings(NamedTuple):
                 if not value]
 
 
+class TrustedRole(NamedTuple):
+    """A role whose sessions may call the server-to-server front: its ARN as configured, and what identifies it."""
+
+    arn: str
+    partition: str
+    account: str
+    name: str
+
+
+class ServiceSettings(NamedTuple):
+    """The roles the server-to-server function (IAM Function URL) serves; empty everywhere else."""
+
+    trusted_roles: tuple[TrustedRole, ...] = ()
+
+    @classmethod
+    def read(cls, env: _Reader) -> ServiceSettings:
+        roles = []
+        for arn in env.names(BEHEST_TRUSTED_ROLE_ARNS):
+            found = ROLE_ARN.fullmatch(arn)
+            if found is None:
+                env.problems.append(f"{BEHEST_TRUSTED_ROLE_ARNS}: {arn[:120]!r} is not an IAM role ARN "
+                                    "(arn:aws:iam::<account>:role/<name>)")
+                continue
+            roles.append(TrustedRole(arn, found["partition"], found["account"], found["name"]))
+        return cls(trusted_roles=tuple(roles))
+
+
 class Settings(NamedTuple):
     """Everything the functions need from the environment, validated."""
 
@@ -286,6 +319,7 @@ class Settings(NamedTuple):
     relay: RelaySettings
     caller: CallerSettings
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    service: ServiceSettings = ServiceSettings()
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -298,6 +332,7 @@ class Settings(NamedTuple):
             relay=RelaySettings.read(env),
             caller=CallerSettings.read(env),
             max_body_bytes=env.integer(BEHEST_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 1024, 6_291_456),
+            service=ServiceSettings.read(env),
         )
         if env.problems:
             raise ConfigurationError("invalid configuration: " + "; ".join(env.problems))
