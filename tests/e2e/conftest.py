@@ -20,7 +20,7 @@ from tests.support import ROOT
 def stack() -> Iterator[Stack]:
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", "0", "--identity-port", "0",
-         "--behest-port", "0", "--secrets-port", "0", "--chunk-delay", "0.15"],
+         "--behest-port", "0", "--secrets-port", "0", "--service-port", "0", "--chunk-delay", "0.15"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert process.stdout is not None
