@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
+import subprocess
 from typing import Any, Iterator, Optional
 
 import botocore.auth
@@ -22,6 +24,7 @@ from botocore.credentials import Credentials
 
 from devstack.iam_url import DEV_REGION, DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS, DevCredentials
 from tests.dev_process import DevProcess
+from tests.functional.test_node_clients import NODE_DIR, node_clients_missing
 
 CHUNK_DELAY = 0.01
 HI = [{"role": "user", "content": "hi"}]
@@ -248,3 +251,31 @@ def test_the_user_headers_do_not_change_whom_the_http_api_mints_for(dev: DevProc
                   headers={"Authorization": f"Bearer {dev.identity_token('ada')}", "X-Behest-User-Id": "mallory"})
 
     assert jwt.decode(answer.json()["token"], options={"verify_signature": False})["uid"] == "ada"
+
+
+def node_client(dev: DevProcess, dev_credentials: DevCredentials, scenario: str) -> Any:
+    """tests/node/service_client.mjs: openai-node signed by client/node/behest-sigv4.mjs, credentials from the env."""
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    done = subprocess.run(["node", "service_client.mjs", dev.urls["service"], scenario], cwd=NODE_DIR, timeout=120,
+                          env={**environment, **dev_credentials.environment()}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.skipif(node_clients_missing() is not None, reason=str(node_clients_missing()))
+def test_openai_node_signed_by_the_node_client_serves_two_users_on_every_route(dev: DevProcess) -> None:
+    before = len(dev.records("usage"))
+    result = node_client(dev, DEV_TRUSTED_CREDENTIALS, "users")
+
+    hello = ["Hello nia! You said: hi", "Hello oli! You said: hi"]
+    assert result["chat"] == result["streamed"] == result["responses"] == hello
+    assert all(length > 0 for length in result["embeddings"])
+    assert all("behest-default" in ids for ids in result["models"])
+    assert upstream_users(dev, "/v1/chat/completions", 4) == ["nia", "nia", "oli", "oli"]
+    records = dev.wait_for_records("usage", before + 10)[before:]
+    assert {(r["user_id"], r["caller"]) for r in records} == {("nia", TRUSTED_ROLE), ("oli", TRUSTED_ROLE)}
+
+
+@pytest.mark.skipif(node_clients_missing() is not None, reason=str(node_clients_missing()))
+def test_openai_node_signed_for_a_role_not_listed_is_refused_by_the_function(dev: DevProcess) -> None:
+    assert node_client(dev, DEV_UNTRUSTED_CREDENTIALS, "refused") == {"status": 403, "code": "caller_not_trusted"}
