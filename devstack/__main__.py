@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions"))
 
-from devstack.stack import LocalStack, Ports  # noqa: E402
+from devstack.stack import DevStack, Ports  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -35,8 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ports = Ports(args.api_port, args.stream_port, args.identity_port, args.behest_port, args.secrets_port,
                   args.service_port)
     try:
-        stack = LocalStack(ports, chunk_delay=args.chunk_delay, mode=args.mode,
-                           allowed_origins=tuple(args.allow_origin)).start()
+        stack = DevStack(ports, chunk_delay=args.chunk_delay, mode=args.mode,
+                         allowed_origins=tuple(args.allow_origin)).start()
     except OSError as e:
         print(f"could not start the local stack: {e} (is a port taken? see --help for the port flags)",
               file=sys.stderr)

@@ -71,7 +71,7 @@ class Ports:
     service: int = 3002
 
 
-class LocalStack:
+class DevStack:
     """Starts and stops every piece, in order, in this process."""
 
     def __init__(self, ports: Ports = Ports(), *, chunk_delay: float = 0.05, mode: str = "sign",
@@ -90,7 +90,7 @@ class LocalStack:
         self.secrets_url = ""
         self.secret_arn = ""
 
-    def start(self) -> LocalStack:
+    def start(self) -> DevStack:
         try:
             self._start()
         except BaseException:
@@ -196,7 +196,7 @@ class LocalStack:
             except Exception as e:  # noqa: BLE001 - one piece failing to stop must not keep the others running
                 print(f"stopping {stop!r} failed: {e}")
 
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> DevStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,7 +1,7 @@
 """Load on loopback, bounded in time: concurrent clients against the whole local stack, and memory over
 thousands of warm invocations of each handler.
 
-The stack is `make dev`'s LocalStack (all ports 0) in its own process, so clients and functions do not
+The stack is `make dev`'s DevStack (all ports 0) in its own process, so clients and functions do not
 share an interpreter: identity provider → local HTTP API (JWT authorizer) → the real handlers → moto's
 Secrets Manager and the stand-in Behest gateway. Nothing is lost: every relayed message reaches the
 stand-in exactly once, for the right user, and every answer and log line is accounted for.
@@ -182,7 +182,7 @@ def answered_for(kind: str, data: str, user: str, message: str) -> bool:
 
 
 @sized(short=5.0, long=60.0)
-def test_concurrent_clients_on_the_local_stack_get_every_answer_and_lose_nothing(
+def test_concurrent_clients_on_the_dev_stack_get_every_answer_and_lose_nothing(
     size: float, stack: Stack, figures: Figures, log_hygiene: LeakScanner,
 ) -> None:
     users = [f"load-user-{index}" for index in range(CLIENTS)]
@@ -222,7 +222,7 @@ def test_concurrent_clients_on_the_local_stack_get_every_answer_and_lose_nothing
     assert not any(TOKEN.search(line) for line in server_log)
 
     relayed_ms = [r["duration_ms"] / 1000 for r in usage]
-    figures(TOPIC, f"{CLIENTS} concurrent clients × {size:g} s on LocalStack (own process): {len(calls)} requests "
+    figures(TOPIC, f"{CLIENTS} concurrent clients × {size:g} s on DevStack (own process): {len(calls)} requests "
                    f"({len(calls) / elapsed:.0f}/s), 0 errors; {len(sent)} messages relayed, {len(received)} received "
                    "by the stand-in (none lost or duplicated); every answer and log line accounted for")
     figures(TOPIC, f"  mint, client-side:            {ms_summary([c.seconds for c in mints])}")
