@@ -83,9 +83,10 @@ DEFAULT_TIER_MAX = 100
 DEFAULT_EXTENSION_PORT = 2773
 DEFAULT_JWKS_CACHE_TTL = 3600
 JWKS_WELL_KNOWN_PATH = "/.well-known/jwks.json"
-# An IAM role ARN, its path optional: the role's name is unique in its account whatever the path.
-ROLE_ARN = re.compile(r"arn:(?P<partition>aws(?:-[a-z]+)*):iam::(?P<account>[0-9]{12}):role/"
-                      r"(?:[\x21-\x7e]{1,510}/)?(?P<name>[\w+=,.@-]{1,64})", re.ASCII)
+# An IAM role ARN, its path optional: the role's name is unique in its account whatever the path. Compiled
+# on first use (re caches it): only the server-to-server function has roles to read.
+ROLE_ARN = (r"arn:(?P<partition>aws(?:-[a-z]+)*):iam::(?P<account>[0-9]{12}):role/"
+            r"(?:[\x21-\x7e]{1,510}/)?(?P<name>[\w+=,.@-]{1,64})")
 
 
 class _Reader:
@@ -301,7 +302,7 @@ class ServiceSettings(NamedTuple):
     def read(cls, env: _Reader) -> ServiceSettings:
         roles = []
         for arn in env.names(BEHEST_TRUSTED_ROLE_ARNS):
-            found = ROLE_ARN.fullmatch(arn)
+            found = re.fullmatch(ROLE_ARN, arn, re.ASCII)
             if found is None:
                 env.problems.append(f"{BEHEST_TRUSTED_ROLE_ARNS}: {arn[:120]!r} is not an IAM role ARN "
                                     "(arn:aws:iam::<account>:role/<name>)")
