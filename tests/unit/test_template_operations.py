@@ -39,7 +39,7 @@ DIMENSIONS = {
     "UpstreamErrors": {"service", "route"},
 }
 USAGE_FIELDS = {
-    "user_id", "session_id", "tier", "route", "model_requested", "model", "input_tokens", "output_tokens",
+    "user_id", "caller", "session_id", "tier", "route", "model_requested", "model", "input_tokens", "output_tokens",
     "cached_tokens", "reasoning_tokens", "status", "first_byte_ms", "duration_ms", "streamed",
 }
 REFUSAL_FIELDS = {"status", "code"}
@@ -288,12 +288,17 @@ def _query_identifiers(query: str) -> set[str]:
 
 def test_saved_queries_read_the_usage_and_refusal_records_of_every_function(resources: dict[str, Any]) -> None:
     queries = _of_type(resources, "AWS::Logs::QueryDefinition")
-    assert sorted(queries) == sorted(QUERIES)
+    assert sorted(queries) == sorted((*QUERIES, "SpendByCallerQuery"))
+    always = [{"Ref": "TokenLogGroup"}, {"Ref": "RelayLogGroup"}, {"Ref": "StreamLogGroup"}]
 
     for name, query in queries.items():
         properties = query["Properties"]
-        assert properties["LogGroupNames"] == [{"Ref": "TokenLogGroup"}, {"Ref": "RelayLogGroup"},
-                                               {"Ref": "StreamLogGroup"}], name
+        if name == "SpendByCallerQuery":  # the server-to-server URL's alone, deployed with it
+            assert (query["Condition"], properties["LogGroupNames"]) == ("HasTrustedServiceRoles",
+                                                                         [{"Ref": "ServiceLogGroup"}])
+        else:
+            assert properties["LogGroupNames"] == {"Fn::If": ["HasTrustedServiceRoles",
+                                                              [*always, {"Ref": "ServiceLogGroup"}], always]}, name
         text = properties["QueryString"]
         if name == "RefusalsByCodeQuery":
             assert text.startswith('filter message = "request refused"'), name
