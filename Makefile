@@ -6,10 +6,13 @@ STAMP  := $(VENV)/.installed-dev
 
 .PHONY: test lint bench dev clean browser integration node-clients
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-instructor.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	# instructor pins jiter<0.15, which the OpenAI SDK (jiter>=0.16) has outgrown; it runs on the newer jiter
+	# (tests/functional/test_tool_clients.py proves it), so it goes in without its own pins.
+	$(BIN)/python -m pip install -q --no-deps -r requirements-instructor.txt
 	touch $@
 
 ## make test: unit, functional and end-to-end tests (loopback only)

@@ -80,3 +80,11 @@ class CapturedTelemetry(Telemetry):
 class FakeContext:
     aws_request_id = "req-test-0001"
     function_name = "test-function"
+
+
+def standin_figures(path: str, body: dict[str, Any], uid: str) -> tuple[int, int]:
+    """The input and output tokens the stand-in Behest answers for a request, as a usage record counts them."""
+    from devstack.standin import usage_for
+
+    usage = usage_for(path, body, uid)
+    return usage.get("prompt_tokens", usage.get("input_tokens")), usage.get("completion_tokens", usage.get("output_tokens"))

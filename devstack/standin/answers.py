@@ -1,7 +1,7 @@
 """OpenAI-compatible answers, deterministic functions of the request: chat, Responses, embeddings, models.
 
-The text is always `Hello <uid>! You said: <last user text>` and every usage figure counts words,
-so a test can compute what the stand-in answers (`usage_for`) without reading it back.
+Every usage figure counts words, so a test can compute what the stand-in answers (`turns.usage_for`)
+without reading it back; `turns` decides what the assistant says, these functions shape it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import uuid
 from typing import Any, Optional
 
 from .errors import Refusal
-from .faults import CHAT_PATH, EMBEDDINGS_PATH, RESPONSES_PATH, is_int
+from .faults import is_int
 
 DEFAULT_MODEL = "behest-default"
 DEFAULT_EMBEDDING_MODEL = "behest-embed"
@@ -57,35 +57,33 @@ def chat_usage(messages: list[dict[str, Any]], content: str) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def chat_completion(completion_id: str, created: int, model: str, content: str, usage: dict[str, int]) -> dict[str, Any]:
-    """A whole `chat.completion`."""
+def chat_completion(completion_id: str, created: int, model: str, message: dict[str, Any], finish_reason: str,
+                    usage: dict[str, int]) -> dict[str, Any]:
+    """A whole `chat.completion` carrying one assistant message."""
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": None, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
         "usage": usage,
     }
 
 
-def chat_chunks(completion_id: str, created: int, model: str, content: str,
+def chat_chunks(completion_id: str, created: int, model: str, deltas: list[dict[str, Any]], finish_reason: str,
                 usage: Optional[dict[str, int]]) -> list[dict[str, Any]]:
     """The `chat.completion.chunk`s of a stream; a last usage chunk (no choices) only when `usage` is given."""
-    def chunk(delta: dict[str, Any], finish_reason: Optional[str] = None) -> dict[str, Any]:
+    def chunk(delta: dict[str, Any], finish: Optional[str] = None) -> dict[str, Any]:
         return {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
 
-    chunks = [chunk({"role": "assistant", "content": ""})]
-    chunks += [chunk({"content": piece}) for piece in pieces(content)]
-    chunks.append(chunk({}, "stop"))
+    chunks = [chunk(delta) for delta in deltas]
+    chunks.append(chunk({}, finish_reason))
     if usage is not None:
         chunks.append({**chunk({}), "choices": [], "usage": usage})
     return chunks
@@ -116,6 +114,7 @@ def responses_request(body: Any) -> dict[str, Any]:
     _optional(body, "stream", bool, "true or false")
     _optional(body, "user", str, "a string")
     _optional(body, "safety_identifier", str, "a string")
+    _optional(body, "text", dict, "an object")
     tokens = body.get("max_output_tokens")
     if tokens is not None and (not is_int(tokens) or tokens < 1):
         raise Refusal(400, "validation_error", "max_output_tokens must be a positive whole number")
@@ -134,9 +133,10 @@ def responses_input_text(body: dict[str, Any]) -> str:
 
 
 def responses_usage(body: dict[str, Any], content: str) -> dict[str, Any]:
-    """Words of the instructions and every input item in, words of the answer out."""
+    """Words of the instructions and every input item (messages, calls' arguments, outputs) in, of the answer out."""
     value = body["input"]
-    said = [value] if isinstance(value, str) else [text_of(item.get("content")) for item in value]
+    said = [value] if isinstance(value, str) else [text_of(item.get("content", item.get("output", item.get("arguments"))))
+                                                  for item in value]
     input_tokens = words(body.get("instructions") or "") + sum(words(text) for text in said)
     output_tokens = words(content)
     return {
@@ -176,16 +176,16 @@ def response_object(response_id: str, created: int, body: dict[str, Any], output
         "max_tool_calls": None,
         "model": body.get("model") or DEFAULT_MODEL,
         "output": output,
-        "parallel_tool_calls": True,
+        "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
         "previous_response_id": None,
         "reasoning": {"effort": None, "summary": None},
         "safety_identifier": body.get("safety_identifier"),
         "service_tier": "default",
         "store": False,
         "temperature": 1.0,
-        "text": {"format": {"type": "text"}, "verbosity": "medium"},
-        "tool_choice": "auto",
-        "tools": [],
+        "text": {"format": {"type": "text"}, "verbosity": "medium", **(body.get("text") or {})},
+        "tool_choice": body.get("tool_choice") or "auto",
+        "tools": body.get("tools") or [],
         "top_logprobs": 0,
         "top_p": 1.0,
         "truncation": "disabled",
@@ -279,17 +279,6 @@ def model_or_404(model_id: str) -> dict[str, Any]:
 
 
 # --- shared -----------------------------------------------------------------------------------------------------
-
-def usage_for(path: str, body: dict[str, Any], uid: str) -> dict[str, Any]:
-    """The usage the stand-in answers for a valid request `body` on `path` from user `uid`."""
-    if path == CHAT_PATH:
-        return chat_usage(body["messages"], reply_text(uid, last_user_text(body["messages"])))
-    if path == RESPONSES_PATH:
-        return responses_usage(body, reply_text(uid, responses_input_text(body)))
-    if path == EMBEDDINGS_PATH:
-        return embeddings_usage(embeddings_request(body)[1])
-    raise ValueError(f"no usage on {path}")
-
 
 def pieces(content: str) -> list[str]:
     """Words with their following space, so that joining the pieces gives the content back."""

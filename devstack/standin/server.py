@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.loopback import LoopbackServer, NoDelayHandler, RequestRefused
 
-from . import answers, tokens
+from . import answers, tokens, turns
 from .errors import Refusal
 from .faults import (
     CHAT_PATH,
@@ -35,7 +35,8 @@ from .faults import (
     faults_from_json,
     is_int,
 )
-from .sse import Stream, chat_stream, responses_events, responses_stream
+from .responses_events import output_items, responses_events
+from .sse import Stream, chat_stream, responses_stream
 from .tokens import API_KEY_PREFIX, DEFAULT_TTL, MAX_TTL, MIN_TTL, PublicKeyInput
 
 # Named for the package, not this module: tests and operators raise its level to see dropped connections.
@@ -269,7 +270,7 @@ class StandinGateway:
 
     @property
     def last_usage(self) -> Optional[dict[str, Any]]:
-        """The usage of the last chat, Responses or embeddings answer (see `answers.usage_for` to predict it)."""
+        """The usage of the last chat, Responses or embeddings answer (see `turns.usage_for` to predict it)."""
         with self._lock:
             return self._last_usage
 
@@ -499,29 +500,32 @@ class _GatewayHandler(NoDelayHandler):
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         model = request.get("model") or answers.DEFAULT_MODEL
-        content = answers.reply_text(claims["uid"], answers.last_user_text(request["messages"]))
-        usage = answers.chat_usage(request["messages"], content)
+        turn = turns.chat_turn(request, claims["uid"])
+        usage = answers.chat_usage(request["messages"], turn.said)
         self.gateway._answered_usage(usage)
         if request.get("stream") is True:
             options = request.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            chunks = answers.chat_chunks(completion_id, created, model, content, usage if include_usage else None)
-            self._stream(chat_stream(chunks, content), fault)
+            deltas, finish_reason = turns.chat_deltas(turn)
+            chunks = answers.chat_chunks(completion_id, created, model, deltas, finish_reason,
+                                         usage if include_usage else None)
+            self._stream(chat_stream(chunks, turn.said), fault)
             return
-        self._answer(answers.chat_completion(completion_id, created, model, content, usage), fault)
+        message, finish_reason = turns.chat_message(turn)
+        self._answer(answers.chat_completion(completion_id, created, model, message, finish_reason, usage), fault)
 
     def _responses(self, body: Any, raw: bytes, claims: dict[str, Any], params: dict[str, str],
                    fault: Optional[Fault]) -> None:
         request = answers.responses_request(body)
         response_id, message_id, created = answers.response_ids()
-        content = answers.reply_text(claims["uid"], answers.responses_input_text(request))
-        usage = answers.responses_usage(request, content)
+        turn = turns.responses_turn(request, claims["uid"])
+        usage = answers.responses_usage(request, turn.said)
         self.gateway._answered_usage(usage)
         if request.get("stream") is True:
-            events = responses_events(response_id, message_id, created, request, content, usage)
-            self._stream(responses_stream(events, content), fault)
+            events = responses_events(response_id, message_id, created, request, turn, usage)
+            self._stream(responses_stream(events, turn.said), fault)
             return
-        output = [answers.output_message(message_id, content)]
+        output = output_items(turn, message_id)
         self._answer(answers.response_object(response_id, created, request, output, usage), fault)
 
     def _embeddings(self, body: Any, raw: bytes, claims: dict[str, Any], params: dict[str, str],

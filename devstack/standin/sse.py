@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
-from .answers import output_message, output_text_part, pieces, response_object
+from .answers import pieces
+from .responses_events import first_delta
 
 DONE = b"data: [DONE]\n\n"
 
@@ -44,34 +45,13 @@ def chat_stream(chunks: list[dict[str, Any]], content: str) -> Stream:
     return Stream([data_frame(chunk) for chunk in chunks], DONE, endless())
 
 
-def responses_events(response_id: str, message_id: str, created: int, body: dict[str, Any], content: str,
-                     usage: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Responses API's stream for one text answer, in order, numbered from 0."""
-    in_progress = response_object(response_id, created, body, [], None, status="in_progress")
-    where = {"item_id": message_id, "output_index": 0, "content_index": 0}
-    events: list[dict[str, Any]] = [
-        {"type": "response.created", "response": in_progress},
-        {"type": "response.in_progress", "response": in_progress},
-        {"type": "response.output_item.added", "output_index": 0, "item": output_message(message_id, None)},
-        {"type": "response.content_part.added", **where, "part": output_text_part("")},
-    ]
-    events += [{"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []} for piece in pieces(content)]
-    done = output_message(message_id, content)
-    events += [
-        {"type": "response.output_text.done", **where, "text": content, "logprobs": []},
-        {"type": "response.content_part.done", **where, "part": output_text_part(content)},
-        {"type": "response.output_item.done", "output_index": 0, "item": done},
-        {"type": "response.completed", "response": response_object(response_id, created, body, [done], usage)},
-    ]
-    return [{**event, "sequence_number": number} for number, event in enumerate(events)]
-
-
 def responses_stream(events: list[dict[str, Any]], content: str) -> Stream:
-    """The named events; endlessly, the opening events then deltas that never stop."""
+    """The named events; endlessly, the events before the first delta, then deltas like it that never stop."""
     def endless() -> Iterator[bytes]:
-        opening = [event for event in events if event["type"] != "response.output_text.delta"][:4]
+        start = first_delta(events) or 0
+        opening = events[:start]
         yield from (named_frame(event) for event in opening)
-        delta = next(event for event in events if event["type"] == "response.output_text.delta")
+        delta = events[start]
         for number, piece in enumerate(itertools.cycle(pieces(content + " ")), start=len(opening)):
             yield named_frame({**delta, "delta": piece, "sequence_number": number})
 

@@ -118,7 +118,8 @@ class Service:
         if front == SERVICE_URL and not settings.service.trusted_roles:
             raise ConfigurationError(f"invalid configuration: set {names.BEHEST_TRUSTED_ROLE_ARNS}")
         cores, identify = build_cores({r.core for r in routes}, settings, telemetry,
-                                      verify_callers=front == FUNCTION_URL, key_source=key_source)
+                                      verify_callers=front == FUNCTION_URL or (front == HTTP_API and settings.caller.verify),
+                                      key_source=key_source)
         if front == SERVICE_URL:
             from .service_caller import ServiceCaller  # the server-to-server function's alone
 

@@ -1,10 +1,14 @@
-"""The caller's identity token, verified in code with PyJWT against the identity provider's JWKS.
+"""The caller's identity token, verified in code with PyJWT: the Function URL's check, and the HTTP API's where
+API Gateway's JWT authorizer cannot verify the provider's tokens.
 
-The streaming function sits behind a Lambda Function URL, which has no JWT authorizer, so it
-checks what API Gateway's authorizer checks for the HTTP API routes: an RS256 signature by a
-key the issuer publishes (looked up by `kid`), `iss` exactly, `aud` (or Cognito's `client_id`)
-among the configured audiences, `exp`, `nbf` and `iat` within CLOCK_LEEWAY_SECONDS. Every byte
-of the token and of the JWKS is parsed by PyJWT; this module only chooses keys and compares values.
+It checks what API Gateway's authorizer checks: a signature by a key the issuer publishes (looked
+up by `kid`; keys found through the issuer's OIDC discovery document, as API Gateway finds them),
+`iss` exactly, the audience as the provider preset says (`aud`, Cognito's `client_id`, Clerk's
+`azp`), `exp`, `nbf` and `iat` within CLOCK_LEEWAY_SECONDS. The algorithm follows the key: RSA,
+RSA-PSS, ECDSA and EdDSA by the JWK's type and curve, never `none`, never HMAC with a published
+key; HS256 only with Supabase's legacy secret from the key secret. Every byte of the token, the
+discovery document and the JWKS is parsed by PyJWT or json; this module only chooses keys and
+compares values.
 """
 
 from __future__ import annotations
@@ -13,12 +17,19 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from .cache import ExpiringValue
-from .errors import ConfigurationError, FetchError, IdentityKeysUnavailableError, UnauthenticatedError
+from .errors import (
+    ConfigurationError,
+    FetchError,
+    ForbiddenError,
+    IdentityKeysUnavailableError,
+    UnauthenticatedError,
+)
 from .libraries import jwt
-from .settings import CallerSettings
+from .providers import AUD_OR_AZP, PROVIDERS, Provider, is_allowed_url
+from .request import Request
+from .settings import DISCOVERY_PATH, CallerSettings
 from .telemetry import Telemetry
 
-ALGORITHM = "RS256"
 # One leeway for exp, nbf and iat, the same as `make dev`'s local JWT authorizer applies: none, as API
 # Gateway's JWT authorizer documents (exp after, nbf and iat before the current time).
 CLOCK_LEEWAY_SECONDS = 0
@@ -27,6 +38,7 @@ MAX_KID_CHARS = 256
 MIN_RSA_BITS = 2048
 JWKS_FETCH_TIMEOUT = 3.0  # one deadline for the whole fetch: connect, headers and body
 MAX_JWKS_BYTES = 512 * 1024
+MAX_DISCOVERY_BYTES = 64 * 1024
 # Whatever BEHEST_JWKS_CACHE_TTL says, keys are trusted at least this long (a TTL of 0 would fetch on every request).
 MIN_JWKS_CACHE_TTL = 60.0
 # A token naming an unknown kid refetches the JWKS (the provider may have rotated), but only when
@@ -39,8 +51,22 @@ GRACE_PERIOD = 300.0
 # PyJWT's checks; anything else a malformed token can raise while being read is caught as a refusal too.
 _MALFORMED = (jwt.PyJWTError, ValueError, TypeError, OverflowError, RecursionError, KeyError)
 
-JwksFetcher = Callable[[str, float], Any]
-Keys = dict[str, "jwt.PyJWK"]
+_RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+# The algorithms a published key may verify, by JWK type and (EC, OKP) curve: PyJWT's families. "oct"
+# (a shared secret) is absent: a key from a JWKS never verifies an HMAC.
+ALGORITHMS_BY_KEY: dict[tuple[str, Optional[str]], tuple[str, ...]] = {
+    ("RSA", None): _RSA,
+    ("EC", "P-256"): ("ES256",),
+    ("EC", "P-384"): ("ES384",),
+    ("EC", "P-521"): ("ES512",),
+    ("OKP", "Ed25519"): ("EdDSA",),
+    ("OKP", "Ed448"): ("EdDSA",),
+}
+# Supabase's legacy shared secret signs with this, and only this.
+LEGACY_HMAC = "HS256"
+
+JsonFetcher = Callable[[str, float], Any]
+SecretSource = Callable[[], Optional[bytes]]
 
 
 def bearer_token(authorization: Optional[str]) -> str:
@@ -51,77 +77,179 @@ def bearer_token(authorization: Optional[str]) -> str:
     return token.strip()
 
 
-def fetch_jwks(url: str, timeout: float) -> Any:
-    """GET the JWKS document as JSON: no redirects, one deadline for the whole fetch."""
+def caller_token(request: Request, settings: CallerSettings) -> str:
+    """The identity token of a request: the bearer header, else the session cookie the preset names.
+
+    The header wins when both come: a page's script sends it on purpose, while a browser attaches
+    cookies to any request, even one a foreign site made it send. So a cookie is taken only from a
+    request whose Origin is one of the allowed origins (no Origin, no cookie): cross-site request
+    forgery cannot spend it.
+    """
+    authorization = request.header("authorization")
+    if authorization is not None or settings.cookie is None:
+        return bearer_token(authorization)
+    from .session_cookie import token_from_cookies
+
+    token = token_from_cookies(request.cookies, settings.cookie, settings.provider.cookie_format)
+    if token is None:
+        raise UnauthenticatedError(f"no identity token: send Authorization: Bearer <your identity token> or the "
+                                   f"{settings.cookie} cookie", challenge=True)
+    origin = request.header("origin")
+    if origin is None or origin not in settings.allowed_origins:
+        raise ForbiddenError("a session cookie is accepted only from an allowed origin: the request's Origin "
+                             + ("is missing" if origin is None else "is not one of them"), code="origin_not_allowed")
+    return token
+
+
+def fetch_json(url: str, timeout: float, *, limit: int = MAX_JWKS_BYTES, what: str = "JWKS") -> Any:
+    """GET a JSON document: https (plain http to loopback only), no redirects, one deadline, at most `limit` bytes."""
     import json
 
     from .errors import UpstreamError
     from .upstream import open_request, read_within
 
+    if not is_allowed_url(url):
+        raise FetchError(f"the {what} URL must be https (got {url[:100]!r})", reason="insecure_url")
     deadline = time.monotonic() + timeout
     try:
         response = open_request("GET", url, None, {"Accept": "application/json"}, timeout)
         status = response.status
-        body = read_within(response, deadline, limit=MAX_JWKS_BYTES)
+        body = read_within(response, deadline, limit=limit)
     except UpstreamError as e:
-        raise FetchError(f"the JWKS fetch failed ({e.message})", reason="unreachable") from e
-    if status != 200:
-        raise FetchError(f"the JWKS URL answered {status}", reason=f"http_{status}")
+        raise FetchError(f"the {what} fetch failed ({e.message})", reason="unreachable") from e
+    if status != 200:  # a redirect too: it is not followed
+        raise FetchError(f"the {what} URL answered {status}", reason=f"http_{status}")
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as e:
-        raise FetchError("the JWKS document is not JSON", reason="malformed") from e
+        raise FetchError(f"the {what} document is not JSON", reason="malformed") from e
+
+
+def fetch_jwks(url: str, timeout: float) -> Any:
+    """GET the JWKS document as JSON."""
+    return fetch_json(url, timeout)
+
+
+def fetch_discovery(url: str, timeout: float) -> Any:
+    """GET the OIDC discovery document as JSON."""
+    return fetch_json(url, timeout, limit=MAX_DISCOVERY_BYTES, what="discovery")
+
+
+def discovery_url(issuer: str) -> str:
+    """Where an issuer publishes its OpenID configuration (OIDC Discovery 1.0, section 4)."""
+    return issuer.rstrip("/") + DISCOVERY_PATH
+
+
+def jwks_uri_of(document: Any, issuer: str) -> str:
+    """The `jwks_uri` of the issuer's discovery document, which must name that issuer exactly."""
+    if not isinstance(document, dict):
+        raise FetchError("the discovery document is not a JSON object", reason="malformed")
+    if document.get("issuer") != issuer:
+        raise FetchError("the discovery document names another issuer", reason="issuer_mismatch")
+    uri = document.get("jwks_uri")
+    if not isinstance(uri, str) or not uri:
+        raise FetchError("the discovery document has no jwks_uri", reason="malformed")
+    if not is_allowed_url(uri):
+        raise FetchError("the discovery document's jwks_uri is not https", reason="insecure_url")
+    return uri
+
+
+class VerifyingKey:
+    """One published key and the algorithms it may verify; a PyJWK per algorithm, built when first asked for."""
+
+    def __init__(self, entry: dict[str, Any], algorithms: tuple[str, ...], first: jwt.PyJWK) -> None:
+        self._entry = entry
+        self.algorithms = algorithms
+        self._bound: dict[str, jwt.PyJWK] = {algorithms[0]: first}
+
+    def for_algorithm(self, algorithm: str) -> Optional[jwt.PyJWK]:
+        """The key bound to `algorithm` (PyJWT verifies with a PyJWK's own algorithm only); None if it may not."""
+        if algorithm not in self.algorithms:
+            return None
+        if algorithm not in self._bound:
+            self._bound[algorithm] = jwt.PyJWK(self._entry, algorithm=algorithm)
+        return self._bound[algorithm]
+
+
+Keys = dict[str, VerifyingKey]
+
+
+def key_algorithms(entry: dict[str, Any]) -> tuple[str, ...]:
+    """What a JWK may verify: its type's (and curve's) algorithms, narrowed to its `alg`; () when nothing."""
+    kty, crv = entry.get("kty"), entry.get("crv")
+    family = ALGORITHMS_BY_KEY.get((kty, None) if kty == "RSA" else (kty, crv), ()) if isinstance(kty, str) else ()
+    alg = entry.get("alg")
+    if alg is None:
+        return family
+    return (alg,) if alg in family else ()
 
 
 def signing_keys(document: Any) -> Keys:
-    """The keys of a JWKS document that may verify RS256 signatures, by kid; every other key is skipped."""
+    """The keys of a JWKS document that may verify signatures, by kid; every other key is skipped."""
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise FetchError("the JWKS document has no keys array", reason="malformed")
     keys: Keys = {}
     for entry in entries:
-        if not isinstance(entry, dict) or entry.get("kty") != "RSA":
+        if not isinstance(entry, dict):
             continue
-        kid = entry.get("kid")
-        use, ops, alg = entry.get("use", "sig"), entry.get("key_ops"), entry.get("alg", ALGORITHM)
-        if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS or use != "sig" or alg != ALGORITHM:
-            continue
+        kid, use, ops = entry.get("kid"), entry.get("use", "sig"), entry.get("key_ops")
+        if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS or use != "sig":
+            continue  # an encryption key (Keycloak lists one) never verifies
         if ops is not None and not (isinstance(ops, list) and "verify" in ops):
             continue
+        algorithms = key_algorithms(entry)
+        if not algorithms:
+            continue
         try:
-            key = jwt.PyJWK(entry, algorithm=ALGORITHM)
+            key = jwt.PyJWK(entry, algorithm=algorithms[0])
         except _MALFORMED:
             continue
-        if getattr(key.key, "key_size", 0) >= MIN_RSA_BITS:
-            keys[kid] = key
+        if entry["kty"] != "RSA" or getattr(key.key, "key_size", 0) >= MIN_RSA_BITS:
+            keys[kid] = VerifyingKey(entry, algorithms, key)
     return keys
 
 
 class JwksCache:
-    """The issuer's verifying keys by kid, through the shared expiring-value cache."""
+    """The issuer's verifying keys by kid, through the shared expiring-value cache.
+
+    The keys come from `url` when one is configured (AuthJwksUrl), else from the `jwks_uri` of the
+    issuer's discovery document, itself held in an expiring-value cache of its own.
+    """
 
     def __init__(
         self,
-        url: str,
+        url: Optional[str],
         ttl: float,
         *,
+        issuer: Optional[str] = None,
         timeout: float = JWKS_FETCH_TIMEOUT,
-        fetch: JwksFetcher = fetch_jwks,
+        fetch: JsonFetcher = fetch_jwks,
+        discover: JsonFetcher = fetch_discovery,
         clock: Callable[[], float] = time.monotonic,
         telemetry: Optional[Telemetry] = None,
     ) -> None:
+        if url is None and issuer is None:
+            raise ConfigurationError("the identity provider's keys need a JWKS URL or an issuer to discover it from")
         self.url = url
+        self._issuer = issuer
         self._timeout = timeout
         self._fetch = fetch
+        self._discover = discover
         self._telemetry = telemetry
+        ttl = max(ttl, MIN_JWKS_CACHE_TTL)
+        self._discovery: Optional[ExpiringValue[str]] = None
+        if url is None:
+            self._discovery = ExpiringValue(
+                self._load_discovery, ttl=ttl, grace=GRACE_PERIOD, retry_interval=RETRY_INTERVAL,
+                unavailable=_keys_unavailable, events=self, clock=clock,
+            )
         self._cache: ExpiringValue[Keys] = ExpiringValue(
-            self._load, ttl=max(ttl, MIN_JWKS_CACHE_TTL), grace=GRACE_PERIOD, retry_interval=RETRY_INTERVAL,
-            unavailable=lambda retry_after: IdentityKeysUnavailableError(
-                "the identity provider's signing keys are unavailable; try again shortly", retry_after=retry_after),
-            events=self, clock=clock,
+            self._load, ttl=ttl, grace=GRACE_PERIOD, retry_interval=RETRY_INTERVAL,
+            unavailable=_keys_unavailable, events=self, clock=clock,
         )
 
-    def key(self, kid: str) -> Optional[jwt.PyJWK]:
+    def key(self, kid: str) -> Optional[VerifyingKey]:
         """The key published under `kid`, or None; IdentityKeysUnavailableError when no keys can be had."""
         keys = self._cache.get()
         if kid in keys:
@@ -129,21 +257,40 @@ class JwksCache:
         # Perhaps a rotation at the provider: refetch, at most every UNKNOWN_KID_REFETCH_INTERVAL.
         return self._cache.get(refresh_if_older_than=UNKNOWN_KID_REFETCH_INTERVAL).get(kid)
 
-    def _load(self) -> Keys:
-        return signing_keys(self._fetch(self.url, self._timeout))
+    def jwks_url(self) -> str:
+        """Where the keys are fetched from: the configured URL, or the discovered `jwks_uri`."""
+        if self._discovery is None:
+            assert self.url is not None
+            return self.url
+        try:
+            return self._discovery.get()
+        except IdentityKeysUnavailableError as e:
+            raise FetchError("the discovery document is unavailable", reason="discovery_unavailable") from e
 
-    def replaced(self, old: Optional[Keys], new: Keys) -> None:
+    def _load(self) -> Keys:
+        return signing_keys(self._fetch(self.jwks_url(), self._timeout))
+
+    def _load_discovery(self) -> str:
+        assert self._issuer is not None
+        return jwks_uri_of(self._discover(discovery_url(self._issuer), self._timeout), self._issuer)
+
+    def replaced(self, old: Optional[object], new: object) -> None:
         pass
 
     def fetch_failed(self, failure: FetchError, *, serving_cached: bool, age: float, grace_left: float) -> None:
         if self._telemetry is not None:
-            self._telemetry.warning("JWKS refresh failed", url=self.url, reason=failure.reason, detail=failure.message,
-                                    held=serving_cached)
+            self._telemetry.warning("JWKS refresh failed", url=self.url, issuer=self._issuer, reason=failure.reason,
+                                    detail=failure.message, held=serving_cached)
             self._telemetry.metric("JwksRefreshFailed", reason=failure.reason)
 
 
+def _keys_unavailable(retry_after: int) -> IdentityKeysUnavailableError:
+    return IdentityKeysUnavailableError("the identity provider's signing keys are unavailable; try again shortly",
+                                        retry_after=retry_after)
+
+
 class CallerTokenVerifier:
-    """Verifies identity tokens as API Gateway's JWT authorizer does, with the algorithm pinned to RS256."""
+    """Verifies identity tokens as API Gateway's JWT authorizer does, with the algorithm following the key."""
 
     def __init__(
         self,
@@ -151,22 +298,31 @@ class CallerTokenVerifier:
         audiences: Sequence[str],
         keys: JwksCache,
         *,
+        provider: Provider = PROVIDERS["oidc"],
+        authorized_parties: Sequence[str] = (),
+        hmac_secret: Optional[SecretSource] = None,
         leeway: float = CLOCK_LEEWAY_SECONDS,
     ) -> None:
         self.issuer = issuer
         self.audiences = frozenset(audiences)
+        self.provider = provider
+        self.authorized_parties = frozenset(authorized_parties)
         self._keys = keys
+        # Supabase's legacy JWT secret, read from the key secret when a token asks for HS256; never otherwise.
+        self._hmac_secret = hmac_secret if provider.legacy_hmac else None
         self._leeway = leeway
 
     @classmethod
-    def from_settings(cls, settings: CallerSettings, telemetry: Optional[Telemetry] = None) -> CallerTokenVerifier:
-        """The verifier the settings describe; a ConfigurationError names what is missing."""
-        missing = settings.missing()
-        if missing:
-            raise ConfigurationError(f"the streaming function verifies callers itself and needs {', '.join(missing)}")
-        assert settings.issuer is not None and settings.jwks_url is not None
-        keys = JwksCache(settings.jwks_url, settings.jwks_cache_ttl, telemetry=telemetry)
-        return cls(settings.issuer, settings.audiences, keys)
+    def from_settings(cls, settings: CallerSettings, telemetry: Optional[Telemetry] = None, *,
+                      hmac_secret: Optional[SecretSource] = None) -> CallerTokenVerifier:
+        """The verifier the settings describe; a ConfigurationError names what is missing or malformed."""
+        problems = settings.problems()
+        if problems:
+            raise ConfigurationError("a function that verifies callers itself needs: " + "; ".join(problems))
+        assert settings.issuer is not None
+        keys = JwksCache(settings.jwks_url, settings.jwks_cache_ttl, issuer=settings.issuer, telemetry=telemetry)
+        return cls(settings.issuer, settings.audiences, keys, provider=settings.provider,
+                   authorized_parties=settings.authorized_parties, hmac_secret=hmac_secret)
 
     def claims(self, token: Any) -> dict[str, Any]:
         """The claims of a token that passes every check; UnauthenticatedError saying which one failed."""
@@ -176,18 +332,19 @@ class CallerTokenVerifier:
             header = jwt.get_unverified_header(token)
         except _MALFORMED:
             raise _refused("it is not a compact JWS") from None
-        # Pinned: "none", HS256 (with any secret, the public key included) and every other alg are refused.
-        if header.get("alg") != ALGORITHM:
-            raise _refused("only RS256 tokens are accepted")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
-            raise _refused("its header names no key id")
-        key = self._keys.key(kid)
-        if key is None:
-            raise _refused("it is not signed by a key of the identity provider")
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or not algorithm:
+            raise _refused("its header names no algorithm")
+        key: Any
+        if algorithm == LEGACY_HMAC and self._hmac_secret is not None:
+            key = self._hmac_secret()
+            if key is None:
+                raise _refused("HS256 needs the legacy JWT secret (AUTH_JWT_SECRET in the key secret)")
+        else:
+            key = self._published_key(header, algorithm)
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, key, algorithms=[ALGORITHM], issuer=self.issuer, leeway=self._leeway,
+                token, key, algorithms=[algorithm], issuer=self.issuer, leeway=self._leeway,
                 options={"require": ["exp", "iss"], "verify_aud": False, "verify_iat": True},
             )
         except jwt.MissingRequiredClaimError as e:
@@ -206,8 +363,32 @@ class CallerTokenVerifier:
         self._check_audience(claims)
         return claims
 
+    def _published_key(self, header: dict[str, Any], algorithm: str) -> jwt.PyJWK:
+        # "none", and HMAC keyed with anything (a published key's bytes included), match no published key.
+        if not any(algorithm in family for family in ALGORITHMS_BY_KEY.values()):
+            raise _refused(f"its algorithm {algorithm[:20]!r} is not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
+            raise _refused("its header names no key id")
+        published = self._keys.key(kid)
+        if published is None:
+            raise _refused("it is not signed by a key of the identity provider")
+        key = published.for_algorithm(algorithm)
+        if key is None:
+            raise _refused(f"its algorithm {algorithm!r} does not match the identity provider's key")
+        return key
+
     def _check_audience(self, claims: dict[str, Any]) -> None:
-        # Cognito access tokens carry the app client in client_id and no aud.
+        if self.provider.audience == AUD_OR_AZP:
+            # Clerk: `azp` is the origin the session token was made for; checked whenever present, as Clerk does.
+            azp = claims.get("azp")
+            if azp is not None and not (isinstance(azp, str) and azp in self.authorized_parties):
+                raise _refused("it was made for another party (azp)")
+            if "aud" not in claims:
+                if azp is None:
+                    raise _refused("it names neither an audience nor an authorized party (azp)")
+                return
+        # API Gateway's rule: `aud`; Cognito access tokens carry the app client in client_id and no aud.
         audience = claims["aud"] if "aud" in claims else claims.get("client_id")
         values = [audience] if isinstance(audience, str) else audience
         if not isinstance(values, list) or not any(isinstance(v, str) and v in self.audiences for v in values):

@@ -19,8 +19,13 @@ if TYPE_CHECKING:
 
 def build_cores(names: set[str], settings: Settings, telemetry: Telemetry, *, verify_callers: bool,
                 key_source: Optional[KeySource] = None) -> tuple[dict[str, Core], Optional[Identify]]:
-    """The cores `names` need, sharing one key source, minter and relay; and the caller check for a Function URL."""
-    minter = Minter(settings.mint, key_source or key_source_for(settings.key, telemetry))
+    """The cores `names` need, sharing one key source, minter and relay; and the caller check where one is needed.
+
+    `verify_callers`: no JWT authorizer stands in front (the Function URL, or an HTTP API whose preset
+    API Gateway cannot verify), so the function verifies the caller's token itself.
+    """
+    source = key_source or key_source_for(settings.key, telemetry)
+    minter = Minter(settings.mint, source)
     cores: dict[str, Core] = {}
     if "token" in names:
         cores["token"] = token_core(minter, telemetry)
@@ -33,13 +38,14 @@ def build_cores(names: set[str], settings: Settings, telemetry: Telemetry, *, ve
             cores[name] = relay_core(name, relay, settings.relay, telemetry)
     identify: Optional[Identify] = None
     if verify_callers:
-        from .caller_token import CallerTokenVerifier, bearer_token  # the streaming function's alone
+        # Only where no JWT authorizer verified the caller: the authorizer path never loads the verifier.
+        from .caller_token import CallerTokenVerifier, caller_token
 
-        verifier = CallerTokenVerifier.from_settings(settings.caller, telemetry)
+        verifier = CallerTokenVerifier.from_settings(settings.caller, telemetry,
+                                                     hmac_secret=lambda: source.get().caller_secret)
 
         def identify(request: Request) -> Identity:
-            return identity_from_claims(verifier.claims(bearer_token(request.header("authorization"))),
-                                        settings.identity)
+            return identity_from_claims(verifier.claims(caller_token(request, settings.caller)), settings.identity)
 
     return cores, identify
 

@@ -14,6 +14,7 @@ API_KEY_PREFIX = "behest_sk_live_"
 PEM_PREFIX = "behest_pk_"
 _PEM_MARKERS = ("BEGIN PRIVATE KEY", "BEGIN RSA PRIVATE KEY")
 MIN_RSA_BITS = 2048
+MIN_HMAC_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as its hash
 
 SIGN = "sign"
 API_KEY = "api_key"
@@ -26,6 +27,8 @@ class SigningKey(NamedTuple):
     kid: str
     tenant_id: str
     project_id: str
+    # Supabase's legacy JWT secret (the secret's AUTH_JWT_SECRET), for verifying its HS256 tokens; None if absent.
+    caller_secret: Optional[bytes] = None
 
     @property
     def mode(self) -> str:
@@ -39,6 +42,7 @@ class ApiKey(NamedTuple):
     """API-key mode: Behest mints the tokens over HTTP."""
 
     value: str
+    caller_secret: Optional[bytes] = None
 
     @property
     def mode(self) -> str:
@@ -81,6 +85,7 @@ def credentials_from(key_value: str, fallback: Mapping[str, Optional[str]]) -> C
     so that a rotation swaps key and kid in one write; values in it win over the fallback.
     """
     fields = dict(fallback)
+    caller_secret: Optional[bytes] = None
     stripped = key_value.strip()
     if stripped.startswith("{"):
         try:
@@ -96,16 +101,27 @@ def credentials_from(key_value: str, fallback: Mapping[str, Optional[str]]) -> C
             if value:
                 fields[name] = value
         stripped = document[names.BEHEST_KEY]
+        caller_secret = _caller_secret(document.get(names.AUTH_JWT_SECRET))
 
     mode, material = detect_mode(stripped)
     if mode == API_KEY:
-        return ApiKey(material)
+        return ApiKey(material, caller_secret)
     kid, tenant_id, project_id = (fields.get(n) for n in (names.BEHEST_KID, names.BEHEST_TENANT_ID,
                                                             names.BEHEST_PROJECT_ID))
     if not (kid and tenant_id and project_id):
         missing = [n for n in (names.BEHEST_KID, names.BEHEST_TENANT_ID, names.BEHEST_PROJECT_ID) if not fields.get(n)]
         raise ConfigurationError(f"sign mode requires {', '.join(missing)}")
-    return SigningKey(load_signing_key(material), kid, tenant_id, project_id)
+    return SigningKey(load_signing_key(material), kid, tenant_id, project_id, caller_secret)
+
+
+def _caller_secret(value: Any) -> Optional[bytes]:
+    """AUTH_JWT_SECRET of the key secret: Supabase's legacy JWT secret, as the bytes HS256 is keyed with."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value.encode("utf-8")) < MIN_HMAC_SECRET_BYTES:
+        raise ConfigurationError(f"the key secret's {names.AUTH_JWT_SECRET} must be a string of at least "
+                                 f"{MIN_HMAC_SECRET_BYTES} bytes (Supabase's legacy JWT secret)")
+    return value.encode("utf-8")
 
 
 def load_signing_key(pem: str) -> Any:

@@ -32,6 +32,25 @@ def identity_from_claims(claims: Optional[Mapping[str, Any]], settings: Identity
     return Identity(user_id=user_id, tier=tier_of(claims, settings))
 
 
+def claim_at(claims: Mapping[str, Any], path: str) -> Any:
+    """The claim named `path`, or, through objects, the one its dotted path leads to: `app_metadata.plan`.
+
+    A claim whose name itself has dots (Auth0's namespaced `https://example.com/plan`) is found first
+    by its whole name; otherwise the longest prefix naming an object is walked into. API Gateway's
+    authorizer hands objects over flattened into strings, so a path leads somewhere only where the
+    function verified the token itself.
+    """
+    if path in claims:
+        return claims[path]
+    cut = path.rfind(".")
+    while cut > 0:
+        inner = claims.get(path[:cut])
+        if isinstance(inner, abc.Mapping):
+            return claim_at(inner, path[cut + 1:])
+        cut = path.rfind(".", 0, cut)
+    return None
+
+
 def tier_of(claims: Mapping[str, Any], settings: IdentitySettings) -> Optional[int]:
     """The user's tier: a mapped plan name, or a whole number written in ASCII digits, within the configured range.
 
@@ -41,7 +60,7 @@ def tier_of(claims: Mapping[str, Any], settings: IdentitySettings) -> Optional[i
     """
     if not settings.tier_claim:
         return settings.default_tier
-    raw = claims.get(settings.tier_claim)
+    raw = claim_at(claims, settings.tier_claim)
     tier: Optional[int] = None
     if isinstance(raw, int) and not isinstance(raw, bool):
         tier = raw

@@ -48,7 +48,9 @@ class EnvKeySource:
     def get(self) -> Credentials:
         if self._credentials is None:
             assert self._settings.behest_key is not None
-            self._credentials = credentials_from(self._settings.behest_key, fallback_ids(self._settings))
+            credentials = credentials_from(self._settings.behest_key, fallback_ids(self._settings))
+            # Supabase's legacy JWT secret is read from Secrets Manager only, never from a variable.
+            self._credentials = credentials._replace(caller_secret=None)
         return self._credentials
 
 

@@ -29,6 +29,8 @@ class Request(NamedTuple):
     deadline: Optional[float] = None
     # The caller Lambda authenticated by its SigV4 signature (a Function URL with AuthType AWS_IAM only).
     iam: Optional[Mapping[str, Any]] = None
+    # Payload 2.0's `cookies`: API Gateway and Function URLs move the Cookie header here, one pair per entry.
+    cookies: tuple[str, ...] = ()
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any], max_body_bytes: int) -> Request:
@@ -44,6 +46,7 @@ class Request(NamedTuple):
         authorizer = _mapping(context.get("authorizer"))
         claims = _mapping(_mapping(authorizer.get("jwt")).get("claims")) or None
         request_id = context.get("requestId")
+        cookies = event.get("cookies")
         return cls(
             method=method.upper() if isinstance(method, str) else "",
             path=path[:MAX_PATH_CHARS] if isinstance(path, str) else "",
@@ -53,6 +56,7 @@ class Request(NamedTuple):
             request_id=request_id if isinstance(request_id, str) else None,
             claims=claims,
             iam=_mapping(authorizer.get("iam")) or None,
+            cookies=tuple(c for c in cookies if isinstance(c, str)) if isinstance(cookies, list) else (),
         )
 
     def header(self, name: str) -> Optional[str]:

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Mapping, NamedTuple, Optional
 
 from .errors import ConfigurationError
+from .providers import AUD_OR_AZP, DEFAULT_PROVIDER, PROVIDERS, Provider
 
 # Names shared with the official Behest SDK (see README, "Configuration").
 BEHEST_KEY = "BEHEST_KEY"
@@ -49,6 +50,15 @@ BEHEST_CALLER_JWKS_URL = "BEHEST_CALLER_JWKS_URL"
 BEHEST_JWKS_CACHE_TTL = "BEHEST_JWKS_CACHE_TTL"
 # The server-to-server function (Function URL, AuthType AWS_IAM) serves only callers in these roles.
 BEHEST_TRUSTED_ROLE_ARNS = "BEHEST_TRUSTED_ROLE_ARNS"
+# Identity provider presets (providers.py) and the second transport, session cookies.
+BEHEST_IDENTITY_PROVIDER = "BEHEST_IDENTITY_PROVIDER"
+BEHEST_CALLER_COOKIE = "BEHEST_CALLER_COOKIE"  # overrides the preset's cookie name
+BEHEST_CALLER_AUTHORIZED_PARTIES = "BEHEST_CALLER_AUTHORIZED_PARTIES"  # `azp` values accepted (Clerk)
+BEHEST_ALLOWED_ORIGINS = "BEHEST_ALLOWED_ORIGINS"  # browser origins; a cookie-carried token needs one
+# "true": the HTTP API's functions verify callers themselves (the template attaches no JWT authorizer).
+BEHEST_VERIFY_CALLERS = "BEHEST_VERIFY_CALLERS"
+# A field of the key secret's JSON: Supabase's legacy JWT secret (HS256), never read from the environment.
+AUTH_JWT_SECRET = "AUTH_JWT_SECRET"
 
 # Powertools' own names (read by Powertools); the older names of this bundle still work.
 POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
@@ -87,6 +97,7 @@ JWKS_WELL_KNOWN_PATH = "/.well-known/jwks.json"
 # on first use (re caches it): only the server-to-server function has roles to read.
 ROLE_ARN = (r"arn:(?P<partition>aws(?:-[a-z]+)*):iam::(?P<account>[0-9]{12}):role/"
             r"(?:[\x21-\x7e]{1,510}/)?(?P<name>[\w+=,.@-]{1,64})")
+DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 
 class _Reader:
@@ -134,6 +145,19 @@ class _Reader:
         if value is not None and not value.startswith(("https://", "http://")) and problem not in self.problems:
             self.problems.append(problem)  # BEHEST_BASE_URL is read by two groups: said once
         return value
+
+    def provider(self) -> Provider:
+        name = (self.text(BEHEST_IDENTITY_PROVIDER) or DEFAULT_PROVIDER).lower()
+        problem = (f"{BEHEST_IDENTITY_PROVIDER} must be one of {', '.join(PROVIDERS)} (got {name[:40]!r})")
+        if name not in PROVIDERS and problem not in self.problems:
+            self.problems.append(problem)  # read by two groups: said once
+        return PROVIDERS.get(name, PROVIDERS[DEFAULT_PROVIDER])
+
+    def flag(self, name: str) -> bool:
+        raw = (self.text(name) or "false").lower()
+        if raw not in ("true", "false"):
+            self.problems.append(f"{name} must be true or false (got {raw[:20]!r})")
+        return raw == "true"
 
     def names(self, name: str) -> tuple[str, ...]:
         return tuple(part.strip() for part in (self.text(name) or "").split(",") if part.strip())
@@ -228,7 +252,8 @@ class IdentitySettings(NamedTuple):
             if not tier_min <= tier <= tier_max:
                 env.problems.append(f"{BEHEST_TIER_MAP}: {plan[:40]!r}={tier} is outside {tier_min}..{tier_max}")
         return cls(
-            user_claim=env.text(BEHEST_USER_CLAIM, "sub") or "sub",
+            # BEHEST_USER_CLAIM wins; empty takes the preset's (Okta uid, Entra oid, else sub).
+            user_claim=env.text(BEHEST_USER_CLAIM) or env.provider().user_claim,
             tier_claim=env.text(BEHEST_TIER_CLAIM),
             tier_map=tier_map,
             default_tier=default_tier,
@@ -258,30 +283,65 @@ class RelaySettings(NamedTuple):
 
 
 class CallerSettings(NamedTuple):
-    """The identity provider whose tokens the streaming function verifies itself."""
+    """The identity provider whose tokens a function verifies itself (the Function URL; the HTTP API when switched)."""
 
     issuer: Optional[str] = None
     audiences: tuple[str, ...] = ()
+    # None: found through the issuer's OIDC discovery document (`jwks_uri`), as API Gateway finds it.
     jwks_url: Optional[str] = None
     jwks_cache_ttl: float = DEFAULT_JWKS_CACHE_TTL
+    provider: Provider = PROVIDERS[DEFAULT_PROVIDER]
+    # The session cookie a token may also travel in (None: bearer header only).
+    cookie: Optional[str] = None
+    # `azp` values accepted where the preset checks it (Clerk); default: the allowed origins.
+    authorized_parties: tuple[str, ...] = ()
+    # Browser origins: a cookie-carried token is accepted only from a request whose Origin is one of them.
+    allowed_origins: tuple[str, ...] = ()
+    # The HTTP API's functions verify callers themselves (no JWT authorizer attached).
+    verify: bool = False
 
     @classmethod
     def read(cls, env: _Reader) -> CallerSettings:
         issuer = env.url(BEHEST_CALLER_ISSUER)
-        jwks_url = env.url(BEHEST_CALLER_JWKS_URL)
-        if jwks_url is None and issuer is not None:
-            jwks_url = issuer.rstrip("/") + JWKS_WELL_KNOWN_PATH
+        provider = env.provider()
+        origins = env.names(BEHEST_ALLOWED_ORIGINS)
         return cls(
             issuer=issuer,
             audiences=env.names(BEHEST_CALLER_AUDIENCE),
-            jwks_url=jwks_url,
+            jwks_url=env.url(BEHEST_CALLER_JWKS_URL),
             jwks_cache_ttl=env.seconds(BEHEST_JWKS_CACHE_TTL, DEFAULT_JWKS_CACHE_TTL, 0, 86400),
+            provider=provider,
+            cookie=provider.cookie_name(issuer, env.text(BEHEST_CALLER_COOKIE)),
+            authorized_parties=env.names(BEHEST_CALLER_AUTHORIZED_PARTIES) or origins,
+            allowed_origins=origins,
+            verify=env.flag(BEHEST_VERIFY_CALLERS),
         )
 
     def missing(self) -> list[str]:
         """The variables a function that verifies callers cannot do without."""
-        return [name for name, value in ((BEHEST_CALLER_ISSUER, self.issuer), (BEHEST_CALLER_AUDIENCE, self.audiences))
-                if not value]
+        needed: list[tuple[str, object]] = [(BEHEST_CALLER_ISSUER, self.issuer)]
+        if self.provider.audience == AUD_OR_AZP:
+            needed.append((BEHEST_CALLER_AUTHORIZED_PARTIES, self.audiences or self.authorized_parties))
+        else:
+            needed.append((BEHEST_CALLER_AUDIENCE, self.audiences))
+        if self.cookie is not None:
+            needed.append((BEHEST_ALLOWED_ORIGINS, self.allowed_origins))
+        return [name for name, value in needed if not value]
+
+    def problems(self) -> list[str]:
+        """What keeps a function from verifying callers: missing variables, an issuer of the wrong shape, plain http."""
+        from .providers import is_allowed_url
+
+        problems = [f"{name} is required" for name in self.missing()]
+        if self.issuer is not None:
+            shape = self.provider.issuer_problem(self.issuer)
+            if shape is not None:
+                problems.append(f"{BEHEST_CALLER_ISSUER}: {shape}")
+        if self.jwks_url is not None and not is_allowed_url(self.jwks_url):
+            problems.append(f"{BEHEST_CALLER_JWKS_URL} must be an https URL (plain http only to a loopback host)")
+        if self.cookie is not None and "*" in self.allowed_origins:
+            problems.append(f"{BEHEST_ALLOWED_ORIGINS} must list exact origins when a cookie carries the token (not *)")
+        return problems
 
 
 class TrustedRole(NamedTuple):

@@ -14,13 +14,15 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 import pytest
 
+from devstack.standin import schema_instance, tools_reply_text, usage_for
 from tests.dev_process import DevProcess
-from tests.support import ROOT
+from tests.support import ROOT, standin_figures
 
 NODE_DIR = ROOT / "tests" / "node"
 SCRIPT = NODE_DIR / "clients.mjs"
@@ -51,7 +53,20 @@ UPSTREAM_CALLS = {
     "ai.rate-limit.responses": [("POST", "/v1/responses")],
     "ai.rate-limit.chat": [("POST", "/v1/chat/completions")],
     "ai.rate-limit.responses-stream": [("POST", "/v1/responses")],
+    "openai.chat.tools": [("POST", "/v1/chat/completions")] * 3,
+    "openai.responses.tools": [("POST", "/v1/responses")] * 3,
+    "openai.parse": [("POST", "/v1/chat/completions"), ("POST", "/v1/responses")],
+    "ai.responses.tools.generateText": [("POST", "/v1/responses")] * 2,
+    "ai.responses.tools.streamText": [("POST", "/v1/responses")] * 2,
+    "ai.chat.tools.generateText": [("POST", "/v1/chat/completions")] * 2,
+    "ai.chat.tools.streamText": [("POST", "/v1/chat/completions")] * 2,
+    "ai.responses.object": [("POST", "/v1/responses")],
+    "ai.chat.object": [("POST", "/v1/chat/completions")],
 }
+TOOL_SCENARIOS = sorted(name for name in UPSTREAM_CALLS if ".tools" in name or name.endswith((".parse", ".object")))
+AI_TOOLS = ["ai.responses.tools.generateText", "ai.responses.tools.streamText", "ai.chat.tools.generateText",
+            "ai.chat.tools.streamText"]
+ROUTES = {"/v1/chat/completions": "chat", "/v1/responses": "responses"}
 STREAMS = {  # scenario → the arrival type that carries text
     "openai.responses.stream": "response.output_text.delta",
     "openai.chat.stream": "chunk",
@@ -80,6 +95,7 @@ class NodeRun:
 
     results: dict[tuple[str, str], dict[str, Any]]
     upstream: list[dict[str, Any]]
+    dev: DevProcess
 
     def result(self, front: str, scenario: str) -> dict[str, Any]:
         """A scenario's result; it fails the test when the client threw what the scenario did not expect."""
@@ -90,6 +106,16 @@ class NodeRun:
     def upstream_of(self, result: dict[str, Any]) -> list[dict[str, Any]]:
         """The requests the stand-in received while the scenario ran."""
         return [r for r in self.upstream if result["started_at"] <= r["received_at"] <= result["ended_at"]]
+
+    def usage_records_of(self, upstream: list[dict[str, Any]], timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The usage record of each upstream request, found by the session id the relay minted it under."""
+        sessions = [request["headers"]["x-session-id"] for request in upstream]
+        deadline = time.monotonic() + timeout
+        while True:
+            by_session = {r["session_id"]: r for r in self.dev.records("usage") if r.get("session_id") in sessions}
+            if len(by_session) == len(sessions) or time.monotonic() > deadline:
+                return [by_session[session] for session in sessions if session in by_session]
+            time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +129,7 @@ def run() -> Iterator[NodeRun]:
                               cwd=NODE_DIR, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
         lines = [json.loads(line) for line in done.stdout.splitlines()]
-        yield NodeRun({(r["front"], r["scenario"]): r for r in lines}, dev.standin_requests())
+        yield NodeRun({(r["front"], r["scenario"]): r for r in lines}, dev.standin_requests(), dev)
     finally:
         dev.stop()
 
@@ -255,3 +281,88 @@ def test_a_spoofed_user_leaves_the_client_and_the_verified_one_reaches_behest(
     assert upstream["body"]["user"] == USER
     if sent["safety_identifier"] is not None:
         assert upstream["body"]["safety_identifier"] == USER
+
+
+# --- function calling and structured output -------------------------------------------------------------------
+
+def offered(upstream: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Each tool the client offered, by name, with the arguments the stand-in answers for its schema."""
+    tools = upstream["body"]["tools"]
+    functions = [tool.get("function", tool) for tool in tools]
+    return [(f["name"], schema_instance(f["parameters"])) for f in functions]
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("scenario", TOOL_SCENARIOS)
+def test_every_tool_and_structured_answer_leaves_a_usage_record_equal_to_the_stand_ins_figures(
+    run: NodeRun, front: str, scenario: str,
+) -> None:
+    upstream = run.upstream_of(run.result(front, scenario))
+    records = run.usage_records_of(upstream)
+
+    expected = [(ROUTES[r["path"]], r["body"].get("stream") is True, *standin_figures(r["path"], r["body"], USER))
+                for r in upstream]
+    assert [(r["route"], r["streamed"], r["input_tokens"], r["output_tokens"]) for r in records] == expected
+    assert all((r["user_id"], r["outcome"], r["status"]) == (USER, "ok", 200) for r in records)
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("scenario", ["openai.chat.tools", "openai.responses.tools"])
+def test_openai_node_gets_parallel_tool_calls_whole_and_streamed_and_an_answer_to_their_results(
+    run: NodeRun, front: str, scenario: str,
+) -> None:
+    result = run.result(front, scenario)
+    first, streamed, follow_up = run.upstream_of(result)
+
+    assert [tuple(call[:2]) for call in result["calls"]] == offered(first) and len(offered(first)) == 2
+    assert result["streamed_calls"] == result["calls"] and streamed["body"]["stream"] is True
+    assert result["text"] == tools_reply_text(USER, ["weather fine", "time fine"])
+    if scenario == "openai.chat.tools":
+        assert result["finish_reasons"] == ["tool_calls", "tool_calls", "stop"]
+        assert [m["role"] for m in follow_up["body"]["messages"]] == ["user", "assistant", "tool", "tool"]
+        assert result["streamed_usage"] == usage_for("/v1/chat/completions", streamed["body"], USER)
+    else:
+        assert [i.get("type", "message") for i in follow_up["body"]["input"]] == \
+            ["message", "function_call", "function_call", "function_call_output", "function_call_output"]
+        kinds = result["kinds"]
+        assert kinds.count("response.function_call_arguments.delta") > 2 and kinds[-1] == "response.completed"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_openai_node_parses_json_schema_answers_with_its_zod_helpers(run: NodeRun, front: str) -> None:
+    result = run.result(front, "openai.parse")
+    chat, responses = run.upstream_of(result)
+
+    assert result["chat"] == schema_instance(chat["body"]["response_format"]["json_schema"]["schema"])
+    assert result["response"] == schema_instance(responses["body"]["text"]["format"]["schema"])
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("scenario", AI_TOOLS)
+def test_the_ai_sdk_runs_its_tools_and_answers_with_their_results_on_both_models(
+    run: NodeRun, front: str, scenario: str,
+) -> None:
+    result = run.result(front, scenario)
+    first, second = run.upstream_of(result)
+    calling, answering = result["steps"]
+    outputs = [output for _, output in calling["results"]]
+
+    assert result.get("error") is None
+    assert [tuple(call) for call in calling["calls"]] == offered(first)
+    assert (calling["finish_reason"], answering["finish_reason"]) == ("tool-calls", "stop")
+    assert result["text"] == tools_reply_text(USER, outputs)
+    for step, request in ((calling, first), (answering, second)):
+        assert (step["usage"]["input"], step["usage"]["output"]) == standin_figures(request["path"], request["body"], USER)
+    if scenario.endswith("streamText"):
+        assert {"tool-input-delta", "tool-call", "tool-result", "text-delta"} <= set(result["kinds"])
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("scenario", ["ai.responses.object", "ai.chat.object"])
+def test_the_ai_sdk_reads_a_structured_output_object_on_both_models(run: NodeRun, front: str, scenario: str) -> None:
+    result = run.result(front, scenario)
+    [request] = run.upstream_of(result)
+    body = request["body"]
+    schema = body["text"]["format"]["schema"] if "text" in body else body["response_format"]["json_schema"]["schema"]
+
+    assert result["output"] == schema_instance(schema) == {"city": "city", "days": 1}

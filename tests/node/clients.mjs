@@ -13,8 +13,10 @@
 import { parseArgs } from "node:util";
 
 import { createOpenAI } from "@ai-sdk/openai";
-import { APICallError, generateText, streamText } from "ai";
+import { APICallError, generateText, Output, stepCountIs, streamText, tool } from "ai";
 import OpenAI from "openai";
+import { zodResponseFormat, zodTextFormat } from "openai/helpers/zod";
+import { z } from "zod";
 
 const MODEL = "behest-default";
 const EMBEDDING_MODEL = "behest-embed";
@@ -26,6 +28,24 @@ const CALL_TIMEOUT_MS = 20_000;
 // plainly told apart from a buffered one.
 const LONG_PROMPT = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen";
 const RATE_LIMIT = { kind: "status", status: 429, retry_after: 7 };
+
+// Function calling and structured output: two tools (called in parallel on a first turn), one model for parsing.
+const ASK = "weather and time in Oslo";
+const WEATHER = { type: "object", properties: { city: { type: "string" }, days: { type: "integer", minimum: 1 } },
+  required: ["city", "days"], additionalProperties: false };
+const TIME = { type: "object", properties: { zone: { type: "string" } }, required: ["zone"], additionalProperties: false };
+const CHAT_TOOLS = [{ type: "function", function: { name: "weather", parameters: WEATHER, strict: true } },
+  { type: "function", function: { name: "time", parameters: TIME, strict: true } }];
+const RESPONSES_TOOLS = [{ type: "function", name: "weather", parameters: WEATHER, strict: true },
+  { type: "function", name: "time", parameters: TIME, strict: true }];
+const Weather = z.object({ city: z.string(), days: z.number().int().min(1) });
+// The AI SDK's tools run here, in the client: their results go back to the model on the next step.
+const AI_TOOLS = {
+  weather: tool({ description: "The weather in a city", inputSchema: Weather,
+    execute: async ({ city, days }) => `${city}: sunny for ${days} days` }),
+  time: tool({ description: "The time in a zone", inputSchema: z.object({ zone: z.string() }),
+    execute: async ({ zone }) => `${zone}: 14:05` }),
+};
 
 const now = () => (performance.timeOrigin + performance.now()) / 1000;
 
@@ -154,6 +174,39 @@ async function vercelStreamArrivals(result) {
   return { arrivals, text, error: null };
 }
 
+const callsOf = (message) => (message.tool_calls ?? []).map((c) => [c.function.name, JSON.parse(c.function.arguments), c.id]);
+const itemCallsOf = (output) =>
+  output.filter((item) => item.type === "function_call").map((c) => [c.name, JSON.parse(c.arguments), c.call_id]);
+
+function stepsOf(steps) {
+  return steps.map((step) => ({
+    finish_reason: step.finishReason,
+    calls: step.toolCalls.map((c) => [c.toolName, c.input]),
+    results: step.toolResults.map((r) => [r.toolName, r.output]),
+    usage: { input: step.usage.inputTokens, output: step.usage.outputTokens },
+  }));
+}
+
+async function aiToolsGenerated(model) {
+  const result = await generateText({ model, tools: AI_TOOLS, stopWhen: stepCountIs(3), prompt: ASK, ...once() });
+  return { text: result.text, steps: stepsOf(result.steps) };
+}
+
+async function aiToolsStreamed(model) {
+  const result = streamText({ model, tools: AI_TOOLS, stopWhen: stepCountIs(3), prompt: ASK, ...streamedOnce() });
+  const kinds = [];
+  for await (const part of result.fullStream) {
+    if (part.type === "error") return { kinds, error: described(part.error) };
+    kinds.push(part.type);
+  }
+  return { kinds, error: null, text: await result.text, steps: stepsOf(await result.steps) };
+}
+
+async function aiObject(model) {
+  const result = await generateText({ model, output: Output.object({ schema: Weather }), prompt: ASK, ...once() });
+  return { output: result.output };
+}
+
 const SCENARIOS = {
   // --- openai-node -------------------------------------------------------------------------------------------
   "openai.models.list": async ({ sdk }) => {
@@ -192,6 +245,39 @@ const SCENARIOS = {
     });
     return openaiStreamArrivals(stream, (chunk) => chunk.choices[0]?.delta?.content ?? null);
   },
+  "openai.chat.tools": async ({ sdk }) => {
+    const first = await sdk.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: ASK }],
+      tools: CHAT_TOOLS });
+    const message = first.choices[0].message;
+    const streamed = await sdk.chat.completions.stream({ model: MODEL, messages: [{ role: "user", content: ASK }],
+      tools: CHAT_TOOLS, stream_options: { include_usage: true } }).finalChatCompletion();
+    const results = message.tool_calls.map((c) => ({ role: "tool", tool_call_id: c.id, content: `${c.function.name} fine` }));
+    const second = await sdk.chat.completions.create({ model: MODEL,
+      messages: [{ role: "user", content: ASK }, message, ...results], tools: CHAT_TOOLS });
+    return {
+      calls: callsOf(message), streamed_calls: callsOf(streamed.choices[0].message), streamed_usage: streamed.usage,
+      finish_reasons: [first, streamed, second].map((answer) => answer.choices[0].finish_reason),
+      text: second.choices[0].message.content,
+    };
+  },
+  "openai.responses.tools": async ({ sdk }) => {
+    const input = [{ role: "user", content: ASK }];
+    const first = await sdk.responses.create({ model: MODEL, input, tools: RESPONSES_TOOLS });
+    const stream = sdk.responses.stream({ model: MODEL, input, tools: RESPONSES_TOOLS });
+    const kinds = [];
+    for await (const event of stream) kinds.push(event.type);
+    const streamed = await stream.finalResponse();
+    const calls = first.output.filter((item) => item.type === "function_call");
+    const outputs = calls.map((c) => ({ type: "function_call_output", call_id: c.call_id, output: `${c.name} fine` }));
+    const second = await sdk.responses.create({ model: MODEL, input: [...input, ...calls, ...outputs], tools: RESPONSES_TOOLS });
+    return { calls: itemCallsOf(first.output), streamed_calls: itemCallsOf(streamed.output), kinds, text: second.output_text };
+  },
+  "openai.parse": async ({ sdk }) => {
+    const chat = await sdk.chat.completions.parse({ model: MODEL, messages: [{ role: "user", content: ASK }],
+      response_format: zodResponseFormat(Weather, "weather") });
+    const response = await sdk.responses.parse({ model: MODEL, input: ASK, text: { format: zodTextFormat(Weather, "weather") } });
+    return { chat: chat.choices[0].message.parsed, response: response.output_parsed };
+  },
   "openai.rate-limit.models": rateLimited("models", ({ sdk }) => sdk.models.list()),
   "openai.rate-limit.embeddings": rateLimited("embeddings",
     ({ sdk }) => sdk.embeddings.create({ model: EMBEDDING_MODEL, input: "x" })),
@@ -210,6 +296,12 @@ const SCENARIOS = {
     vercelStreamArrivals(streamText({
       model: ai.chat(MODEL), prompt: LONG_PROMPT, providerOptions: SPOOFED, ...streamedOnce(),
     })),
+  "ai.responses.tools.generateText": async ({ ai }) => aiToolsGenerated(ai(MODEL)),
+  "ai.responses.tools.streamText": async ({ ai }) => aiToolsStreamed(ai(MODEL)),
+  "ai.chat.tools.generateText": async ({ ai }) => aiToolsGenerated(ai.chat(MODEL)),
+  "ai.chat.tools.streamText": async ({ ai }) => aiToolsStreamed(ai.chat(MODEL)),
+  "ai.responses.object": async ({ ai }) => aiObject(ai(MODEL)),
+  "ai.chat.object": async ({ ai }) => aiObject(ai.chat(MODEL)),
   "ai.rate-limit.responses": rateLimited("responses", ({ ai }) => generateText({ model: ai(MODEL), prompt: "x", ...once() })),
   "ai.rate-limit.chat": rateLimited("chat", ({ ai }) => generateText({ model: ai.chat(MODEL), prompt: "x", ...once() })),
   // streamText never throws: the refusal is an `error` part of the stream.
