@@ -36,7 +36,7 @@ from behest_lambda.settings import Settings
 from behest_lambda.stream_handler import StreamFunction
 from behest_lambda.telemetry import Telemetry
 from benchmarks.deployed import PRINT_SERVED, build_tree, until_served
-from devstack.identity_provider import LocalIdentityProvider
+from devstack.identity import LocalIdentityProvider
 from devstack.standin import StandinGateway
 from devstack.stream_url import StreamFunctionUrl
 from tests.runtime_emulator import RuntimeEmulator

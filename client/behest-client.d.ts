@@ -14,6 +14,8 @@ export interface TokenInfo {
 
 export interface ClientOptions {
   tokenUrl: string;
+  /** "bearer" (default): identityToken() as Authorization; "cookie": the browser's session cookie, credentials "include". */
+  auth?: "bearer" | "cookie";
   identityToken?: () => string | null | Promise<string | null>;
   headers?: () => Record<string, string> | Promise<Record<string, string>>;
   credentials?: RequestCredentials;

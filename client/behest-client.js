@@ -17,6 +17,11 @@
  *     for await (const text of stream) output.append(text);
  *     console.log(stream.usage);
  *
+ * With a session cookie instead (Clerk's `__session`, Supabase's `sb-<ref>-auth-token`), the
+ * browser sends the cookie and the client no Authorization header:
+ *
+ *     const behest = new BehestClient({ tokenUrl: "/api/behest/token", auth: "cookie", relayUrl });
+ *
  * @module behest-client
  */
 
@@ -83,6 +88,10 @@ export class BehestError extends Error {
 /**
  * @typedef {object} ClientOptions
  * @property {string} tokenUrl Your token endpoint, e.g. `https://api.example.com/api/behest/token`.
+ * @property {"bearer"|"cookie"} [auth] How the user's identity reaches the token endpoint and the relay:
+ *   `"bearer"` (default) sends `identityToken()` as `Authorization: Bearer …`; `"cookie"` sends none and
+ *   lets the browser send the identity provider's session cookie (`credentials: "include"` unless
+ *   `credentials` says otherwise). The server must allow the page's origin with credentials.
  * @property {() => (string|Promise<string>)} [identityToken] Returns the signed-in user's identity
  *   token (sent as `Authorization: Bearer …` to the token endpoint and to the relay). Called for every
  *   token fetch and relay request, and once more after a 401 from the relay: return a current token.
@@ -138,7 +147,14 @@ export class BehestClient extends EventTarget {
     if (!options || typeof options.tokenUrl !== "string" || !options.tokenUrl) {
       throw new TypeError("BehestClient needs a tokenUrl");
     }
-    this.#options = { autoRefresh: true, tokenTimeout: DEFAULT_TOKEN_TIMEOUT_MS, ...options };
+    const auth = options.auth === undefined ? "bearer" : options.auth;
+    if (auth !== "bearer" && auth !== "cookie") throw new TypeError('auth must be "bearer" or "cookie"');
+    if (auth === "cookie" && options.identityToken) {
+      // The server takes a bearer header before a cookie: one way only, so that the user is never ambiguous.
+      throw new TypeError('auth: "cookie" sends no identity token: drop identityToken (or use auth: "bearer")');
+    }
+    this.#options = { autoRefresh: true, tokenTimeout: DEFAULT_TOKEN_TIMEOUT_MS, ...options, auth };
+    if (auth === "cookie" && !options.credentials) this.#options.credentials = "include";
     this.#fetch = options.fetch || globalThis.fetch.bind(globalThis);
     this.#now = options.now || Date.now;
     this.#sessionId = options.sessionId || null;
@@ -307,7 +323,8 @@ export class BehestClient extends EventTarget {
   }
 
   async #identityToken() {
-    return this.#options.identityToken ? await this.#options.identityToken() : null;
+    if (this.#options.auth === "cookie" || !this.#options.identityToken) return null;
+    return await this.#options.identityToken();
   }
 
   #schedule(at) {

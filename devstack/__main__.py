@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions"))
 
+from behest_lambda.providers import DEFAULT_PROVIDER  # noqa: E402
+from devstack.identity import SHAPES  # noqa: E402
 from devstack.stack import DevStack, Ports  # noqa: E402
 
 
@@ -26,7 +28,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--chunk-delay", type=float, default=0.05, help="seconds between streamed chunks")
     parser.add_argument("--mode", choices=("sign", "api-key"), default="sign", help="tenant key kind in the secret")
     parser.add_argument("--allow-origin", action="append", default=[], help="another browser origin for CORS")
+    parser.add_argument("--idp", choices=sorted(SHAPES), default=DEFAULT_PROVIDER,
+                        help="the identity provider to imitate (issuer path, discovery, keys, algorithm, claims, "
+                             "cookie); the functions run with that preset")
+    parser.add_argument("--legacy-hs256", action="store_true",
+                        help="with --idp supabase: sign with a legacy JWT secret (HS256), kept in the key secret")
     args = parser.parse_args(argv)
+    if args.legacy_hs256 and args.idp != "supabase":
+        parser.error("--legacy-hs256 is Supabase's legacy JWT secret: use it with --idp supabase")
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request otherwise
     done = threading.Event()
@@ -36,7 +45,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   args.service_port)
     try:
         stack = DevStack(ports, chunk_delay=args.chunk_delay, mode=args.mode,
-                         allowed_origins=tuple(args.allow_origin)).start()
+                         allowed_origins=tuple(args.allow_origin), idp=args.idp,
+                         legacy_secret=args.legacy_hs256).start()
     except OSError as e:
         print(f"could not start the local stack: {e} (is a port taken? see --help for the port flags)",
               file=sys.stderr)

@@ -15,6 +15,7 @@ import base64
 import json
 import time
 import urllib.parse
+import urllib.request
 import uuid
 from typing import Any, Callable, Iterable, Mapping, Optional
 
@@ -22,12 +23,7 @@ import jwt
 
 from behest_lambda.errors import MethodNotAllowedError, NotFoundError
 from behest_lambda.routes import HTTP_API, RELAY_FUNCTION, Match, RouteSpec, match, routes_for
-from devstack.loopback import (
-    CORS_EXPOSE_HEADERS,
-    LoopbackServer,
-    LoopbackService,
-    NoDelayHandler,
-)
+from devstack.loopback import LoopbackServer, LoopbackService, NoDelayHandler, cors_headers, split_cookies
 
 Handler = Callable[[Mapping[str, Any], Any], Mapping[str, Any]]
 
@@ -41,17 +37,32 @@ CLOCK_LEEWAY_SECONDS = 0
 UNAUTHORIZED = b'{"message":"Unauthorized"}'
 INTERNAL_ERROR = b'{"message":"Internal Server Error"}'
 PREFLIGHT_METHODS = "GET, POST, OPTIONS"
+# The HTTP API's JWT authorizer verifies RSA signatures only.
+RSA_ALGORITHMS = ["RS256", "RS384", "RS512"]
 
 
 class JwtAuthorizer:
-    """API Gateway's JWT authorizer: RS256 signature by a JWKS key, iss, aud, exp, nbf, iat."""
+    """API Gateway's JWT authorizer: an RSA signature by a key of the issuer's discovery document, iss, aud
+    (or, in a token without aud, client_id), exp, nbf, iat; the token from the Authorization header only.
 
-    def __init__(self, issuer: str, audiences: Iterable[str], jwks_url: str,
+    API Gateway finds the keys through `issuer + /.well-known/openid-configuration` → `jwks_uri`
+    (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-jwt-authorizer.html); a
+    `jwks_url` given here skips that look-up.
+    """
+
+    def __init__(self, issuer: str, audiences: Iterable[str], jwks_url: Optional[str] = None,
                  leeway: float = CLOCK_LEEWAY_SECONDS) -> None:
         self.issuer = issuer
         self.audiences = list(audiences)
         self.leeway = leeway
-        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5)
+        self._jwks_url = jwks_url
+        self._jwks: Optional[jwt.PyJWKClient] = None
+
+    def _keys(self) -> jwt.PyJWKClient:
+        if self._jwks is None:
+            url = self._jwks_url or _discovered_jwks_uri(self.issuer)
+            self._jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
+        return self._jwks
 
     def claims(self, authorization: Optional[str]) -> Optional[dict[str, str]]:
         """The verified claims, stringified as API Gateway does, or None."""
@@ -59,13 +70,29 @@ class JwtAuthorizer:
             return None
         token = authorization[7:].strip()
         try:
-            key = self._jwks.get_signing_key_from_jwt(token)
+            key = self._keys().get_signing_key_from_jwt(token)
             # PyJWT refuses an iat later than now + leeway, as API Gateway refuses an iat in the future.
-            verified = jwt.decode(token, key.key, algorithms=["RS256"], issuer=self.issuer, audience=self.audiences,
-                                  leeway=self.leeway, options={"require": ["exp", "iss", "sub"]})
-        except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
+            verified = jwt.decode(token, key.key, algorithms=RSA_ALGORITHMS, issuer=self.issuer, leeway=self.leeway,
+                                  options={"require": ["exp", "iss", "sub"], "verify_aud": False})
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError, OSError):
+            return None
+        # aud when the token has one; only without it, client_id (Cognito's access tokens).
+        audience = verified["aud"] if "aud" in verified else verified.get("client_id")
+        values = audience if isinstance(audience, list) else [audience]
+        if not any(isinstance(value, str) and value in self.audiences for value in values):
             return None
         return {name: _as_claim_string(value) for name, value in verified.items()}
+
+
+def _discovered_jwks_uri(issuer: str) -> str:
+    """The `jwks_uri` of the issuer's OIDC discovery document."""
+    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        document = json.loads(response.read(1024 * 1024))
+    jwks_uri = document.get("jwks_uri") if isinstance(document, dict) else None
+    if not isinstance(jwks_uri, str):
+        raise ValueError(f"{url} names no jwks_uri")
+    return jwks_uri
 
 
 def _as_claim_string(value: Any) -> str:
@@ -96,7 +123,7 @@ class LocalHttpApi(LoopbackService):
     def __init__(
         self,
         functions: Mapping[str, Handler],
-        authorizer: JwtAuthorizer,
+        authorizer: Optional[JwtAuthorizer],
         *,
         routes: tuple[RouteSpec, ...] = routes_for(HTTP_API),
         default_function: str = RELAY_FUNCTION,
@@ -104,6 +131,7 @@ class LocalHttpApi(LoopbackService):
         host: str = "127.0.0.1",
         port: int = 0,
         public_paths: Mapping[str, tuple[str, bytes]] | None = None,
+        credentials: bool = False,
     ) -> None:
         missing = {route.function for route in routes} | {default_function}
         missing -= set(functions)
@@ -112,8 +140,12 @@ class LocalHttpApi(LoopbackService):
         self.functions = dict(functions)
         self.routes = routes
         self.default_function = default_function
+        # None: no JWT authorizer on the routes (the template attaches none where API Gateway cannot verify the
+        # provider's tokens), and the functions verify callers themselves.
         self.authorizer = authorizer
         self.allowed_origins = set(allowed_origins)
+        # CORS `allowCredentials`: browsers then send (and read answers to) cookie-carrying requests.
+        self.credentials = credentials
         self.public_paths = dict(public_paths or {})
         self._server = LoopbackServer((host, port), self._handler_class())
         self.url = f"http://{host}:{self._server.server_address[1]}"
@@ -125,11 +157,12 @@ class LocalHttpApi(LoopbackService):
         except (NotFoundError, MethodNotAllowedError):
             return None
 
-    def event_for(self, method: str, target: str, headers: Mapping[str, str], body: bytes,
+    def event_for(self, method: str, target: str, headers: Iterable[tuple[str, str]] | Mapping[str, str], body: bytes,
                   claims: Optional[Mapping[str, str]], source_ip: str,
                   found: Optional[Match] = None) -> dict[str, Any]:
         """The payload 2.0 event API Gateway would build; no `authorizer` on the `$default` route."""
         url = urllib.parse.urlsplit(target)
+        headers, cookies = split_cookies(headers.items() if isinstance(headers, Mapping) else headers)
         try:
             text, encoded = body.decode("utf-8"), False
         except UnicodeDecodeError:
@@ -159,6 +192,8 @@ class LocalHttpApi(LoopbackService):
             "body": text if body else None,
             "isBase64Encoded": encoded,
         }
+        if cookies:
+            event["cookies"] = cookies
         if found and found.params:
             event["pathParameters"] = dict(found.params)
         if query:
@@ -174,7 +209,8 @@ class LocalHttpApi(LoopbackService):
                     self.dispatch()
                     return
                 origin = self.headers.get("Origin")
-                self.answer_preflight(origin if origin in api.allowed_origins else None, PREFLIGHT_METHODS)
+                self.answer_preflight(origin if origin in api.allowed_origins else None, PREFLIGHT_METHODS,
+                                      credentials=api.credentials)
 
             def dispatch(self) -> None:
                 body = self.body_or_refuse()
@@ -187,22 +223,22 @@ class LocalHttpApi(LoopbackService):
                     return
                 found = api.route(self.command, path)
                 claims = None
-                if found is not None:
+                if found is not None and api.authorizer is not None:
                     claims = api.authorizer.claims(self.headers.get("Authorization"))
                     if claims is None:
                         self.send_whole(401, {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"},
                                         UNAUTHORIZED)
                         return
                 function = found.route.function if found else api.default_function
-                headers = {name.lower(): value for name, value in self.headers.items()}
-                event = api.event_for(self.command, self.path, headers, body, claims, self.client_address[0], found)
+                event = api.event_for(self.command, self.path, self.headers.items(), body, claims,
+                                      self.client_address[0], found)
                 try:
                     response = api.functions[function](event, _Context(function))
                 except Exception:  # API Gateway's answer to a function error; the traceback goes to the console
                     self.send_whole(500, {"Content-Type": "application/json"}, INTERNAL_ERROR)
                     raise
-                data = response.get("body") or ""
-                payload = base64.b64decode(data) if response.get("isBase64Encoded") else str(data).encode("utf-8")
+                text = response.get("body") or ""
+                payload = base64.b64decode(text) if response.get("isBase64Encoded") else str(text).encode("utf-8")
                 self.send_whole(int(response.get("statusCode", 200)), dict(response.get("headers") or {}), payload)
 
             def error_body(self, status: int, message: str) -> bytes:
@@ -214,7 +250,6 @@ class LocalHttpApi(LoopbackService):
                 origin = headers.get("Origin") if headers else None
                 if origin not in api.allowed_origins:
                     return {}
-                return {"Access-Control-Allow-Origin": str(origin), "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
-                        "Vary": "Origin"}
+                return cors_headers(str(origin), api.credentials)
 
         return Handler

@@ -22,7 +22,7 @@ import socketserver
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping, Optional, Self
+from typing import Any, Callable, Iterable, Mapping, Optional, Self
 
 CORS_ALLOW_HEADERS = "authorization, content-type, x-session-id"
 CORS_EXPOSE_HEADERS = "x-session-id, retry-after, x-trace-id"
@@ -195,11 +195,13 @@ class NoDelayHandler(BaseHTTPRequestHandler):
         """Headers every answer of this server carries (CORS, trace ids); servers override this."""
         return {}
 
-    def answer_preflight(self, origin: Optional[str], methods: str) -> None:
+    def answer_preflight(self, origin: Optional[str], methods: str, *, credentials: bool = False) -> None:
         """204 to a CORS preflight; the allow headers only for an allowed `origin` (else the browser refuses)."""
         self.send_response(204)
         if origin:
             self.send_header("Access-Control-Allow-Origin", origin)
+            if credentials:
+                self.send_header("Access-Control-Allow-Credentials", "true")
             self.send_header("Access-Control-Allow-Methods", methods)
             self.send_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
             self.send_header("Access-Control-Max-Age", "600")
@@ -209,6 +211,30 @@ class NoDelayHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
+
+
+def cors_headers(origin: str, credentials: bool) -> dict[str, str]:
+    """The CORS headers of an answer to an allowed `origin`; with credentials, browsers let the page read
+    answers to cookie-carrying requests (for that exact origin only, never `*`)."""
+    headers = {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
+               "Vary": "Origin"}
+    if credentials:
+        headers["Access-Control-Allow-Credentials"] = "true"
+    return headers
+
+
+def split_cookies(headers: Iterable[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
+    """Payload 2.0's split: the headers without `cookie`, and each `name=value` of the Cookie headers in order.
+
+    API Gateway (HTTP API) and Function URLs hand cookies over in the event's `cookies` array rather
+    than the Cookie header (https://docs.aws.amazon.com/apigateway/latest/developerguide/
+    http-api-develop-integrations-lambda.html); a repeated name stays repeated.
+    """
+    pairs = list(headers)
+    rest = {name.lower(): value for name, value in pairs if name.lower() != "cookie"}
+    cookies = [part.strip() for name, value in pairs if name.lower() == "cookie" for part in value.split(";")
+               if part.strip()]
+    return rest, cookies
 
 
 class LoopbackService:

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto.server import ThreadedMotoServer
 
+from behest_lambda.app import Service, entry_point
+from behest_lambda.providers import DEFAULT_PROVIDER, PROVIDERS
 from behest_lambda.routes import (
     FUNCTION_URL,
     HTTP_API,
@@ -36,8 +38,10 @@ from behest_lambda.routes import (
     TOKEN_FUNCTION,
     routes_for,
 )
+from behest_lambda.settings import AUTH_JWT_SECRET
+from behest_lambda.telemetry import Telemetry
 from devstack.iam_url import DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS, IamFunctionUrl
-from devstack.identity_provider import LocalIdentityProvider
+from devstack.identity import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
 from devstack.standin import StandinGateway
 from devstack.stream_url import StreamFunctionUrl
@@ -75,11 +79,17 @@ class DevStack:
     """Starts and stops every piece, in order, in this process."""
 
     def __init__(self, ports: Ports = Ports(), *, chunk_delay: float = 0.05, mode: str = "sign",
-                 allowed_origins: tuple[str, ...] = ()) -> None:
+                 allowed_origins: tuple[str, ...] = (), idp: str = DEFAULT_PROVIDER, legacy_secret: bool = False,
+                 idp_latency: float = 0.0) -> None:
         self.ports = ports
         self.chunk_delay = chunk_delay
         self.mode = mode
         self.extra_origins = allowed_origins
+        # The identity provider `make dev --idp NAME` imitates, and the preset the functions run with.
+        self.idp = idp
+        self.preset = PROVIDERS[idp]
+        self.legacy_secret = legacy_secret
+        self.idp_latency = idp_latency
         self.kid = "sk_dev_" + uuid.uuid4().hex[:8]
         self._stops: list[Any] = []
         self.identity: Optional[LocalIdentityProvider] = None
@@ -89,6 +99,8 @@ class DevStack:
         self.service: Optional[IamFunctionUrl] = None
         self.secrets_url = ""
         self.secret_arn = ""
+        # The functions' environment, as the template would set it for the preset (read when each is built).
+        self.env: dict[str, str] = {}
 
     def start(self) -> DevStack:
         try:
@@ -98,12 +110,18 @@ class DevStack:
             raise
         return self
 
+    @property
+    def function_verifies(self) -> bool:
+        """The HTTP API has no JWT authorizer for this preset (ES/HMAC keys, no aud, cookies): the functions verify."""
+        return self.preset.function_verifies()
+
     def _start(self) -> None:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
 
-        self.identity = LocalIdentityProvider(port=self.ports.identity).start()
+        self.identity = LocalIdentityProvider(port=self.ports.identity, shape=self.idp,
+                                              legacy_secret=self.legacy_secret, latency=self.idp_latency).start()
         self._stops.append(self.identity.stop)
 
         self.behest = StandinGateway(port=self.ports.behest, chunk_delay=self.chunk_delay)
@@ -122,60 +140,99 @@ class DevStack:
                   "BEHEST_TENANT_ID": TENANT_ID, "BEHEST_PROJECT_ID": PROJECT_ID}
         if self.mode == "api-key":
             secret = {"BEHEST_KEY": DEV_API_KEY}
+        if self.identity.legacy_secret is not None:
+            # Supabase's legacy JWT secret lives in the key secret, never in a plain parameter.
+            secret[AUTH_JWT_SECRET] = self.identity.legacy_secret
         client = boto3.client("secretsmanager", endpoint_url=self.secrets_url)
         self.secret_arn = client.create_secret(Name="behest/dev/tenant-key-" + uuid.uuid4().hex[:6],
                                                SecretString=json.dumps(secret))["ARN"]
 
-        # The functions read their configuration from the environment, as in Lambda.
-        for name in [n for n in os.environ if n.startswith("BEHEST_")]:
-            del os.environ[name]
-        os.environ.update(
-            BEHEST_KEY_SECRET_ID=self.secret_arn,
-            BEHEST_SECRETS_EXTENSION="off",
-            BEHEST_BASE_URL=self.behest.url,
-            BEHEST_TIER_CLAIM="plan",
-            BEHEST_TIER_MAP="free=1,pro=2",
-            BEHEST_UPSTREAM_TIMEOUT="25",
-            BEHEST_CALLER_ISSUER=self.identity.issuer,
-            BEHEST_CALLER_AUDIENCE=self.identity.audience,
-            BEHEST_TRUSTED_ROLE_ARNS=DEV_TRUSTED_CREDENTIALS.role_arn,
-        )
-        from behest_lambda import relay_handler, token_handler
-
-        origins = set(self.extra_origins)
+        # Each stack builds its own functions from its own environment (a second stack in the process gets its own).
+        token = entry_point(TOKEN_FUNCTION, "behest-token", build=self._build)
+        relay = entry_point(RELAY_FUNCTION, "behest-relay", build=self._build)
         self.api = LocalHttpApi(
             # The route table (behest_lambda.routes) says which function serves which route, as the template does.
-            {TOKEN_FUNCTION: token_handler.handler, RELAY_FUNCTION: relay_handler.handler},
-            JwtAuthorizer(self.identity.issuer, [self.identity.audience], self.identity.jwks_url),
-            allowed_origins=origins,
+            {TOKEN_FUNCTION: token, RELAY_FUNCTION: relay},
+            # Where API Gateway's JWT authorizer cannot verify the provider's tokens, the template attaches none.
+            None if self.function_verifies else JwtAuthorizer(self.identity.issuer, [self.identity.audience or ""]),
+            allowed_origins=set(self.extra_origins),
             port=self.ports.api,
             public_paths=self._public_paths(),
-        ).start()
-        self._stops.append(self.api.stop)
+            credentials=self.preset.cookie is not None,
+        )
         self.api.allowed_origins.update({self.api.url, self.api.url.replace("127.0.0.1", "localhost")})
         self.behest.allowed_origins.update(self.api.allowed_origins)
         self.identity.allowed_origins.update(self.api.allowed_origins)
+        self.env = self._function_env(self.api.allowed_origins)
+        self.api.start()
+        self._stops.append(self.api.stop)
 
         # The streaming route: a local Function URL in front of the function the Runtime API loop serves in AWS.
         from behest_lambda.stream_handler import StreamFunction
         from behest_lambda.telemetry import Telemetry
 
-        function = StreamFunction.from_env(Telemetry("behest-stream"))
-        self.stream = StreamFunctionUrl(function, port=self.ports.stream,
-                                        allowed_origins=self.api.allowed_origins).start()
+        function = StreamFunction.from_env(Telemetry("behest-stream"), self.env)
+        self.stream = StreamFunctionUrl(function, port=self.ports.stream, allowed_origins=self.api.allowed_origins,
+                                        credentials=self.preset.cookie is not None).start()
         self._stops.append(self.stream.stop)
 
         # The server-to-server front: the same loop's function behind a URL that checks SigV4 signatures.
-        service = StreamFunction.from_env(Telemetry("behest-service"), function=SERVICE_FUNCTION)
+        service = StreamFunction.from_env(Telemetry("behest-service"),
+                                          {**self.env, "BEHEST_TRUSTED_ROLE_ARNS": DEV_TRUSTED_CREDENTIALS.role_arn},
+                                          function=SERVICE_FUNCTION)
         self.service = IamFunctionUrl(service, port=self.ports.service).start()
         self._stops.append(self.service.stop)
         self.api.public_paths["/config.json"] = ("application/json", json.dumps(self.page_config()).encode())
 
+    def _build(self, function: str, telemetry: Telemetry) -> Service:
+        return Service.from_env(function, telemetry, self.env)
+
+    def _function_env(self, origins: set[str]) -> dict[str, str]:
+        """The functions' environment for the preset, as the template sets it (issuer, audience, origins...)."""
+        assert self.behest is not None and self.identity is not None
+        env = {name: value for name, value in os.environ.items() if not name.startswith("BEHEST_")}
+        env.update(
+            BEHEST_KEY_SECRET_ID=self.secret_arn,
+            BEHEST_SECRETS_EXTENSION="off",
+            BEHEST_BASE_URL=self.behest.url,
+            BEHEST_TIER_MAP="free=1,pro=2",
+            BEHEST_UPSTREAM_TIMEOUT="25",
+            BEHEST_IDENTITY_PROVIDER=self.idp,
+            BEHEST_CALLER_ISSUER=self.identity.issuer,
+            BEHEST_ALLOWED_ORIGINS=",".join(sorted(origins)),
+        )
+        if self.identity.shape.tier_claim:
+            env["BEHEST_TIER_CLAIM"] = self.identity.shape.tier_claim
+        if self.identity.audience is not None:
+            env["BEHEST_CALLER_AUDIENCE"] = self.identity.audience
+        if self.function_verifies:
+            env["BEHEST_VERIFY_CALLERS"] = "true"
+        return env
+
     def page_config(self) -> dict[str, str]:
-        """Where the demo page finds each piece."""
+        """Where the demo page finds each piece, which provider it signs in with, and that provider's cookie."""
         assert self.api and self.identity and self.behest and self.stream
-        return {"apiUrl": self.api.url, "identityUrl": self.identity.url, "behestUrl": self.behest.url,
-                "relayUrl": self.stream.url}
+        config = {"apiUrl": self.api.url, "identityUrl": self.identity.url, "behestUrl": self.behest.url,
+                  "relayUrl": self.stream.url, "identityProvider": self.idp}
+        if self.identity.cookie_name:
+            config["cookieName"] = self.identity.cookie_name
+        return config
+
+    def _cookie_example(self) -> str:
+        """For a provider with a session cookie: sign in by that cookie, as a same-origin page would."""
+        assert self.api and self.identity
+        if not self.identity.cookie_name:
+            return ""
+        api, idp = self.api.url, self.identity.url
+        return f"""
+By the {self.identity.cookie_name} session cookie (what the provider's browser SDK writes; the Origin must be allowed):
+  COOKIE=$(curl -s -X POST {idp}/token -d '{{"user": "ada", "plan": "pro"}}' | python3 -c \\
+           'import json, sys; print("; ".join(c["name"] + "=" + c["value"] for c in json.load(sys.stdin)["cookies"]))')
+  curl -s -X POST {api}/api/behest/token -H "Cookie: $COOKIE" -H 'Origin: {api}'
+"""
+
+    def _hs256(self) -> str:
+        return ", legacy HS256 secret" if self.legacy_secret else ""
 
     @staticmethod
     def _public_paths() -> dict[str, tuple[str, bytes]]:
@@ -207,10 +264,13 @@ class DevStack:
         api, idp, stream, service = self.api.url, self.identity.url, self.stream.url, self.service.url
         routes = ", ".join(f"{r.method} {r.path}" for r in routes_for(HTTP_API))
         streamed = ", ".join(f"{r.method} {r.path}" for r in routes_for(FUNCTION_URL))
+        shape = self.identity.shape
+        verifier = "the functions (no JWT authorizer)" if self.function_verifies else "the API's JWT authorizer"
+        cookie = f", or the {self.identity.cookie_name} cookie" if self.identity.cookie_name else ""
         trusted, untrusted = DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS
         served = ", ".join(f"{r.method} {r.path}" for r in routes_for(SERVICE_URL))
         return f"""
-behest-lambda local stack is up ({self.mode} mode)
+behest-lambda local stack is up ({self.mode} mode, --idp {self.idp}{self._hs256()})
   demo page                  {api}/
   API (token + chat relay)   {api}     routes {routes} (buffered)
   streaming chat relay       {stream}     {streamed}, token by token (the Function URL)
@@ -218,6 +278,13 @@ behest-lambda local stack is up ({self.mode} mode)
   identity provider          {idp}     POST /token {{"user": "ada", "plan": "pro"}} -> id_token
   Behest stand-in            {self.behest.url}
   Secrets Manager (moto)     {self.secrets_url}     secret {self.secret_arn}
+
+Identity provider ({self.idp}, as {shape.docs} describes it):
+  issuer                     {self.identity.issuer}
+  discovery                  {self.identity.discovery_url}
+  keys (jwks_uri)            {self.identity.jwks_url}
+  signed with                {self.identity.algorithm}; user id claim {self.preset.user_claim}
+  HTTP API tokens checked by {verifier}; tokens by Authorization: Bearer{cookie}
 
 Try it:
   TOKEN=$(curl -s -X POST {idp}/token -d '{{"user": "ada", "plan": "pro"}}' \\
@@ -235,7 +302,7 @@ Try it:
        -H 'Content-Type: application/json' -d '{{"stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
   curl -sN {stream}/v1/responses -H "Authorization: Bearer $TOKEN" \\
        -H 'Content-Type: application/json' -d '{{"stream": true, "input": "hi"}}'
-
+{self._cookie_example()}
 OpenAI SDK (api_key = the user's identity token):
   from openai import OpenAI
   client = OpenAI(base_url="{stream}/v1", api_key=TOKEN)

@@ -22,7 +22,7 @@ from email.message import Message
 from typing import Any, Iterable, Mapping, Optional
 
 from behest_lambda.stream_runtime import Responder, pump
-from devstack.loopback import CORS_EXPOSE_HEADERS, LoopbackServer, LoopbackService, NoDelayHandler
+from devstack.loopback import LoopbackServer, LoopbackService, NoDelayHandler, cors_headers, split_cookies
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # a Function URL's request payload cap
 PREFLIGHT_METHODS = "GET, POST"
@@ -39,18 +39,21 @@ class StreamFunctionUrl(LoopbackService):
     """Serves `function.respond` over HTTP/1.1 with chunked, unbuffered answers."""
 
     def __init__(self, function: Responder, *, host: str = "127.0.0.1", port: int = 0,
-                 allowed_origins: Iterable[str] = ()) -> None:
+                 allowed_origins: Iterable[str] = (), credentials: bool = False) -> None:
         self.function = function
         self.allowed_origins = set(allowed_origins)
+        # The Function URL's Cors.AllowCredentials: set when a session cookie may carry the caller's token.
+        self.credentials = credentials
         self._server = LoopbackServer((host, port), self._handler_class())
         self.url = f"http://{host}:{self._server.server_address[1]}"
 
     @staticmethod
-    def event_for(method: str, target: str, headers: Mapping[str, str], body: bytes, source_ip: str,
+    def event_for(method: str, target: str, headers: Iterable[tuple[str, str]] | Mapping[str, str], body: bytes,
+                  source_ip: str,
                   host: str) -> dict[str, Any]:
         """The event a Function URL hands the function for this request."""
         url = urllib.parse.urlsplit(target)
-        lowered = {name.lower(): value for name, value in headers.items() if name.lower() != "cookie"}
+        lowered, cookies = split_cookies(headers.items() if isinstance(headers, Mapping) else headers)
         now = time.time()
         event: dict[str, Any] = {
             "version": "2.0",
@@ -73,8 +76,6 @@ class StreamFunctionUrl(LoopbackService):
             },
             "isBase64Encoded": False,
         }
-        cookie_header = next((value for name, value in headers.items() if name.lower() == "cookie"), None)
-        cookies = [c.strip() for c in cookie_header.split(";") if c.strip()] if cookie_header else []
         if cookies:
             event["cookies"] = cookies
         query = urllib.parse.parse_qs(url.query)
@@ -102,14 +103,14 @@ class StreamFunctionUrl(LoopbackService):
                 if self.headers.get("Access-Control-Request-Method") is None:
                     self.dispatch()
                     return
-                self.answer_preflight(self._allowed_origin(), PREFLIGHT_METHODS)
+                self.answer_preflight(self._allowed_origin(), PREFLIGHT_METHODS, credentials=url.credentials)
 
             def dispatch(self) -> None:
                 # Every method and path reaches the function, as on a real Function URL: it answers 404/405 itself.
                 body = self.body_or_refuse()
                 if body is None:
                     return
-                event = url.event_for(self.command, self.path, dict(self.headers.items()), body,
+                event = url.event_for(self.command, self.path, self.headers.items(), body,
                                       self.client_address[0], self.headers.get("Host", "localhost"))
                 refusal = url.authorize(self.command, self.path, self.headers, body, event)
                 if refusal is not None:
@@ -151,8 +152,7 @@ class StreamFunctionUrl(LoopbackService):
                 origin = self._allowed_origin()
                 if not origin:
                     return {}
-                return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
-                        "Vary": "Origin"}
+                return cors_headers(origin, url.credentials)
 
             def _allowed_origin(self) -> Optional[str]:
                 headers = getattr(self, "headers", None)  # absent when the request line itself was garbled

@@ -1,5 +1,6 @@
 // The demo chat: a dev user signs in, BehestClient keeps the token fresh and streams the answers.
-// Query parameters for trying refreshes quickly: ?ttl=60 (seconds asked for), ?margin=57 (refresh that long before expiry).
+// Query parameters for trying refreshes quickly: ?ttl=60 (seconds asked for), ?margin=57 (refresh that long before expiry);
+// ?auth=cookie starts in cookie mode where the provider has a session cookie (Clerk, Supabase).
 import { BehestClient } from "/behest-client.js";
 
 const $ = (id) => document.getElementById(id);
@@ -47,6 +48,13 @@ function formatSeconds(seconds) {
 async function loadConfig() {
   const response = await fetch("/config.json");
   demo.config = await response.json();
+  $("idp-name").textContent = demo.config.identityProvider || "oidc";
+  if (demo.config.cookieName) {
+    const cookieOption = $("auth").querySelector("option[value=cookie]");
+    cookieOption.disabled = false;
+    cookieOption.textContent = "session cookie (" + demo.config.cookieName + ")";
+    if (params.get("auth") === "cookie") $("auth").value = "cookie";
+  }
   $("sign-in").disabled = false;
   show("sign-in-status", "");
   demo.ready = true;
@@ -62,14 +70,30 @@ async function signIn() {
       body: JSON.stringify({ user, plan }),
     });
     if (!response.ok) throw new Error("identity provider answered " + response.status);
-    demo.identityToken = (await response.json()).id_token;
+    const session = await response.json();
+    demo.identityToken = session.id_token;
+    if ($("auth").value === "cookie") writeSessionCookies(session.cookies || []);
   } catch (error) {
     show("sign-in-status", "Sign-in failed: " + error.message, true);
     return;
   }
-  show("sign-in-status", "Signed in as " + user + " (" + plan + ")");
+  const by = $("auth").value === "cookie" ? "session cookie " + demo.config.cookieName : "bearer token";
+  show("sign-in-status", "Signed in as " + user + " (" + plan + ") by " + by);
   startClient();
   await showFirstToken();
+}
+
+// What the provider's browser SDK does after sign-in (clerk-js, @supabase/ssr's browser client): write its
+// session cookie(s) on this origin, and clear chunks of an earlier, larger session.
+function writeSessionCookies(cookies) {
+  const written = new Set(cookies.map((cookie) => cookie.name));
+  for (const pair of document.cookie.split(";")) {
+    const name = pair.split("=")[0].trim();
+    if (name.startsWith(demo.config.cookieName) && !written.has(name)) {
+      document.cookie = name + "=; Path=/; Max-Age=0; SameSite=Lax";
+    }
+  }
+  for (const { name, value } of cookies) document.cookie = name + "=" + value + "; Path=/; SameSite=Lax";
 }
 
 function startClient() {
@@ -77,9 +101,12 @@ function startClient() {
   demo.refreshes = [];
   demo.errors = [];
   newChat();
+  const identity = $("auth").value === "cookie"
+    ? { auth: "cookie" }
+    : { auth: "bearer", identityToken: () => demo.identityToken };
   const client = new BehestClient({
     tokenUrl: demo.config.apiUrl + "/api/behest/token",
-    identityToken: () => demo.identityToken,
+    ...identity,
     behestUrl: demo.config.behestUrl,
     relayUrl: demo.config.relayUrl,
     ttl: numberParam("ttl"),

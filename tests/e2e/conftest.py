@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -16,11 +17,12 @@ from tests.e2e.pages import CHROMEDRIVER, CHROMIUM, Stack, call
 from tests.support import ROOT
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+@contextlib.contextmanager
+def dev_stack(*args: str) -> Iterator[Stack]:
+    """`python -m devstack` (what `make dev` runs) with all ports 0 and `args`, until the block ends."""
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", "0", "--identity-port", "0",
-         "--behest-port", "0", "--secrets-port", "0", "--service-port", "0", "--chunk-delay", "0.15"],
+         "--behest-port", "0", "--secrets-port", "0", "--service-port", "0", "--chunk-delay", "0.15", *args],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert process.stdout is not None
@@ -35,10 +37,18 @@ def stack() -> Iterator[Stack]:
     threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
     api = match.group(1)
     config = dict(call("GET", api + "/config.json"))
-    yield Stack(api=api, config=config)
-    process.terminate()
-    process.wait(timeout=15)
-    process.stdout.close()
+    try:
+        yield Stack(api=api, config=config)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    with dev_stack() as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

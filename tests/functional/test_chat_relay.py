@@ -12,7 +12,7 @@ import pytest
 from behest_lambda.app import Service
 from behest_lambda.routes import RELAY_FUNCTION, TOKEN_FUNCTION
 from devstack.behest_standin import Fault, StandinGateway
-from devstack.identity_provider import LocalIdentityProvider
+from devstack.identity import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
 from tests.support import KID, PROJECT_ID, TENANT_ID, CapturedTelemetry, private_key, public_key, sign_env
 

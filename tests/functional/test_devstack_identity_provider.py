@@ -10,7 +10,7 @@ from typing import Iterator, Optional
 import jwt
 import pytest
 
-from devstack.identity_provider import LocalIdentityProvider
+from devstack.identity import LocalIdentityProvider
 
 PAGE = "http://127.0.0.1:3000"
 

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Mapping, Optional
 import pytest
 
 from behest_lambda.routes import HTTP_API, RELAY_FUNCTION, TOKEN_FUNCTION, routes_for
-from devstack.identity_provider import LocalIdentityProvider
+from devstack.identity import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
 
 PAGE = "http://127.0.0.1:5173"

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import pytest
 
-from devstack.identity_provider import LocalIdentityProvider
+from devstack.identity import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
 from devstack.standin import StandinGateway
 from devstack.stream_url import StreamFunctionUrl

@@ -28,7 +28,7 @@ from behest_lambda.relay import sse_events
 from behest_lambda.stream_handler import AnswerBody, StreamFunction
 from behest_lambda.stream_runtime import RuntimeApi, serve
 from devstack.behest_standin import Fault, StandinGateway
-from devstack.identity_provider import LocalIdentityProvider
+from devstack.identity import LocalIdentityProvider
 from devstack.stream_url import StreamFunctionUrl
 from tests.runtime_emulator import DELIMITER, RecordedResponse, RuntimeEmulator
 from tests.support import ROOT, CapturedTelemetry, load_event, private_key, sign_env
