@@ -80,6 +80,9 @@ class _Stack:
         if kind == "Fn::Or":
             assert 2 <= len(argument) <= 10, "Fn::Or takes 2 to 10 conditions"
             return any(self.value(a) for a in argument)
+        if kind == "Fn::And":
+            assert 2 <= len(argument) <= 10, "Fn::And takes 2 to 10 conditions"
+            return all(self.value(a) for a in argument)
         if kind == "Fn::Not":
             return not self.value(argument[0])
         if kind == "Fn::If":
