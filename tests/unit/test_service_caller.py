@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from behest_lambda.app import Service
 from behest_lambda.errors import ConfigurationError, ForbiddenError, InvalidRequestError
@@ -136,3 +138,26 @@ def test_every_metric_is_also_published_with_the_front_in_the_same_record() -> N
     assert sets == [[["service"], ["service", "front"]],
                     [["model", "route", "service"], ["model", "route", "service", "front"]]]
     assert {r["front"] for r in records} == {SERVICE_URL}
+
+
+SESSION = "arn:aws:sts::123456789012:assumed-role/digest-worker/nightly"
+_ANY = st.one_of(st.none(), st.text(max_size=300), st.integers(), st.lists(st.text(max_size=5), max_size=3),
+                 st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3))
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(iam=st.one_of(_ANY, st.fixed_dictionaries({"userArn": st.one_of(st.just(SESSION), _ANY)})),
+       user_id=_ANY, tier=_ANY)
+def test_whatever_the_context_and_headers_hold_the_answer_is_an_identity_or_a_4xx(iam: Any, user_id: Any,
+                                                                                   tier: Any) -> None:
+    event = load_event("service_chat_completion")
+    event["requestContext"]["authorizer"] = {"iam": iam}
+    event["headers"] = {name: value for name, value in (("x-behest-user-id", user_id), ("x-behest-tier", tier))
+                        if value is not None}
+    try:
+        identity = caller(DIGEST_ROLE)(Request.from_event(event, 1 << 20))
+    except (ForbiddenError, InvalidRequestError) as refused:
+        assert refused.status in (400, 403)
+    else:
+        # Only strings reach the headers (an event's other header values are dropped), and the trusted session passes.
+        assert identity.caller == DIGEST_ROLE and identity.user_id == user_id.strip()
