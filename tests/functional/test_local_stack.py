@@ -37,7 +37,7 @@ def post(url: str, body: Any, token: str | None = None) -> tuple[int, Any]:
 def dev_stack() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", "0", "--identity-port", "0",
-         "--behest-port", "0", "--secrets-port", "0", "--chunk-delay", "0"],
+         "--behest-port", "0", "--secrets-port", "0", "--service-port", "0", "--chunk-delay", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     banner: list[str] = []
