@@ -857,3 +857,19 @@ def test_a_preset_issuer_with_upper_case_in_its_scheme_or_host_is_a_configuratio
     with pytest.raises(ConfigurationError) as caught:
         CallerTokenVerifier.from_settings(Settings.from_env(env).caller)
     assert "BEHEST_CALLER_ISSUER" in caught.value.message
+
+
+@pytest.mark.parametrize("user_id", ["user\x0142", "user\x7f", "user\u200b", "user\t42"])
+def test_the_server_to_server_front_bounds_a_named_user_as_a_claim_is_bounded(user_id: str) -> None:
+    """X-Behest-User-Id gets the bounds a verified claim gets: no control or invisible characters."""
+    from behest_lambda.request import Request
+    from behest_lambda.service_caller import ServiceCaller
+
+    settings = Settings.from_env(sign_env(BEHEST_TRUSTED_ROLE_ARNS="arn:aws:iam::123456789012:role/digest-worker"))
+    event = load_event("service_chat_completion")
+    event["headers"]["x-behest-user-id"] = user_id
+    request = Request.from_event(event, 1 << 20)
+
+    with pytest.raises(BehestLambdaError) as caught:
+        ServiceCaller(settings.service, settings.identity)(request)
+    assert caught.value.status == 400
