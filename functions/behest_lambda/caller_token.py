@@ -270,7 +270,9 @@ Keys = dict[str, tuple[VerifyingKey, ...]]
 def key_algorithms(entry: dict[str, Any]) -> tuple[str, ...]:
     """What a JWK may verify: its type's (and curve's) algorithms, narrowed to its `alg`; () when nothing."""
     kty, crv = entry.get("kty"), entry.get("crv")
-    family = ALGORITHMS_BY_KEY.get((kty, None) if kty == "RSA" else (kty, crv), ()) if isinstance(kty, str) else ()
+    if not isinstance(kty, str) or not isinstance(crv, (str, type(None))):
+        return ()  # a JSON list or object where a name belongs: no key (and no unhashable lookup)
+    family = ALGORITHMS_BY_KEY.get((kty, None) if kty == "RSA" else (kty, crv), ())
     alg = entry.get("alg")
     if alg is None:
         return family

@@ -873,3 +873,18 @@ def test_the_server_to_server_front_bounds_a_named_user_as_a_claim_is_bounded(us
     with pytest.raises(BehestLambdaError) as caught:
         ServiceCaller(settings.service, settings.identity)(request)
     assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("entry", [{"kty": "EC", "crv": ["P-256"]}, {"kty": "OKP", "crv": {"name": "Ed25519"}},
+                                   {"kty": ["RSA"]}, {"kty": "RSA", "alg": ["RS256"]}, {"kty": "RSA", "n": 5, "e": []},
+                                   {"kty": "EC", "crv": "P-256", "x": None, "y": 7}])
+def test_a_jwks_entry_with_fields_of_the_wrong_json_type_is_skipped_not_a_500(provider: ProviderServer,
+                                                                              entry: dict[str, Any]) -> None:
+    provider.keys = [{**entry, "kid": "odd", "use": "sig"}, jwk("rsa")]
+    service = cookie_service(provider, "oidc")
+
+    status, body = mint(service, [], {"authorization": f"Bearer {provider.token()}"})
+
+    assert status == 200, body
+    status, body = mint(service, [], {"authorization": f"Bearer {provider.token(kid='odd')}"})
+    assert status == 401, body
