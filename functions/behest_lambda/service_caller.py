@@ -13,7 +13,7 @@ import re
 from typing import Optional
 
 from .errors import ForbiddenError, InvalidRequestError
-from .identity import Identity, tier_of, user_id_problem
+from .identity import MAX_USER_ID_LENGTH, Identity, tier_of
 from .request import Request
 from .settings import IdentitySettings, ServiceSettings, TrustedRole
 
@@ -38,9 +38,8 @@ class ServiceCaller:
         if not user_id:
             raise InvalidRequestError("name the user this request is for in the X-Behest-User-Id header",
                                       code="user_id_required")
-        problem = user_id_problem(user_id)
-        if problem is not None:
-            raise InvalidRequestError(f"X-Behest-User-Id cannot name a user: {problem}")
+        if len(user_id) > MAX_USER_ID_LENGTH:
+            raise InvalidRequestError(f"X-Behest-User-Id is longer than {MAX_USER_ID_LENGTH} characters")
         return Identity(user_id=user_id, tier=tier_of(request.headers, self._tier_settings), caller=role.arn)
 
     def trusted_role(self, request: Request) -> TrustedRole:

@@ -365,16 +365,16 @@ def test_the_presets_user_claim_absent_does_not_fall_back_to_sub(preset: str, cl
     assert repr(claim) in caught.value.message
 
 
-@pytest.mark.parametrize("user_id", [{"id": "u"}, ["u"], "", "   ", "u" * 257, "user\n42", "user\r\n42", "\x00",
-                                     "user\x1b[31m", "user\u200b", "user\u2028", "\x7f", True, 1.5, None])
-def test_a_user_id_that_is_not_a_plain_printable_string_is_refused(user_id: Any) -> None:
+@pytest.mark.parametrize("user_id", [{"id": "u"}, ["u"], "", "   ", "u" * 257, True, 1.5, None])
+def test_a_user_id_that_is_not_a_string_of_at_most_256_characters_is_refused(user_id: Any) -> None:
     with pytest.raises(UnauthenticatedError):
         identity_from_claims({"sub": user_id}, IdentitySettings())
 
 
 @pytest.mark.parametrize("user_id", ["user-42", "auth0|5f7c8ec7c33c6c004bbafe82", "ada@example.com", "Łukasz",
-                                     "u" * 256, 1234567890])
-def test_plain_user_ids_are_accepted(user_id: Any) -> None:
+                                     "u" * 256, 1234567890, "eve\x00\x1b[31m\u2028", "eve\ud800"])
+def test_a_string_user_id_is_taken_as_the_provider_signed_it(user_id: Any) -> None:
+    """The provider is the authority on its ids: control characters are kept and logged safely, not refused."""
     assert identity_from_claims({"sub": user_id}, IdentitySettings()).user_id == str(user_id)
 
 
@@ -857,22 +857,6 @@ def test_a_preset_issuer_with_upper_case_in_its_scheme_or_host_is_a_configuratio
     with pytest.raises(ConfigurationError) as caught:
         CallerTokenVerifier.from_settings(Settings.from_env(env).caller)
     assert "BEHEST_CALLER_ISSUER" in caught.value.message
-
-
-@pytest.mark.parametrize("user_id", ["user\x0142", "user\x7f", "user\u200b", "user\t42"])
-def test_the_server_to_server_front_bounds_a_named_user_as_a_claim_is_bounded(user_id: str) -> None:
-    """X-Behest-User-Id gets the bounds a verified claim gets: no control or invisible characters."""
-    from behest_lambda.request import Request
-    from behest_lambda.service_caller import ServiceCaller
-
-    settings = Settings.from_env(sign_env(BEHEST_TRUSTED_ROLE_ARNS="arn:aws:iam::123456789012:role/digest-worker"))
-    event = load_event("service_chat_completion")
-    event["headers"]["x-behest-user-id"] = user_id
-    request = Request.from_event(event, 1 << 20)
-
-    with pytest.raises(BehestLambdaError) as caught:
-        ServiceCaller(settings.service, settings.identity)(request)
-    assert caught.value.status == 400
 
 
 @pytest.mark.parametrize("entry", [{"kty": "EC", "crv": ["P-256"]}, {"kty": "OKP", "crv": {"name": "Ed25519"}},
