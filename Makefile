@@ -20,7 +20,8 @@ test: $(STAMP) browser node-clients
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make integration: the post-deploy check; against the stack STACK_NAME names (AWS credentials and
-## BEHEST_TEST_ID_TOKEN from the environment), else against make dev's stack (BEHEST_INTEGRATION_TARGET=local|deployed)
+## BEHEST_TEST_ID_TOKEN from the environment), else against a make dev stack it starts on free ports
+## (BEHEST_INTEGRATION_TARGET=local|deployed)
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
@@ -56,7 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam test-artifacts
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .aws-sam test-artifacts $(NODE_CLIENTS)/node_modules
 
 ## make dev: the whole product on loopback (identity provider, Secrets Manager, Behest stand-in, API)
 dev: $(STAMP)

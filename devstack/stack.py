@@ -40,7 +40,7 @@ from behest_lambda.routes import (
 )
 from behest_lambda.settings import AUTH_JWT_SECRET
 from behest_lambda.telemetry import Telemetry
-from devstack.iam_url import DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS, IamFunctionUrl
+from devstack.iam_url import DEV_REGION, DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS, IamFunctionUrl
 from devstack.identity import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
 from devstack.standin import StandinGateway
@@ -224,11 +224,11 @@ class DevStack:
         if not self.identity.cookie_name:
             return ""
         api, idp = self.api.url, self.identity.url
-        return f"""
-By the {self.identity.cookie_name} session cookie (what the provider's browser SDK writes; the Origin must be allowed):
-  COOKIE=$(curl -s -X POST {idp}/token -d '{{"user": "ada", "plan": "pro"}}' | python3 -c \\
-           'import json, sys; print("; ".join(c["name"] + "=" + c["value"] for c in json.load(sys.stdin)["cookies"]))')
-  curl -s -X POST {api}/api/behest/token -H "Cookie: $COOKIE" -H 'Origin: {api}'
+        return f"""By the {self.identity.cookie_name} session cookie (as the provider's browser SDK writes it; its Origin
+must be allowed):
+COOKIE=$(curl -s -X POST {idp}/token -d '{{"user": "ada", "plan": "pro"}}' | python3 -c \\
+         'import json, sys; print("; ".join(c["name"] + "=" + c["value"] for c in json.load(sys.stdin)["cookies"]))')
+curl -s -X POST {api}/api/behest/token -H "Cookie: $COOKIE" -H 'Origin: {api}'; echo
 """
 
     def _hs256(self) -> str:
@@ -286,47 +286,82 @@ Identity provider ({self.idp}, as {shape.docs} describes it):
   signed with                {self.identity.algorithm}; user id claim {self.preset.user_claim}
   HTTP API tokens checked by {verifier}; tokens by Authorization: Bearer{cookie}
 
-Try it:
-  TOKEN=$(curl -s -X POST {idp}/token -d '{{"user": "ada", "plan": "pro"}}' \\
-          | python3 -c 'import json, sys; print(json.load(sys.stdin)["id_token"])')
-  curl -s -X POST {api}/api/behest/token -H "Authorization: Bearer $TOKEN"
-  curl -s {api}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
-       -H 'Content-Type: application/json' -d '{{"messages": [{{"role": "user", "content": "hi"}}]}}'
-  curl -s {api}/v1/models -H "Authorization: Bearer $TOKEN"
-  curl -s {api}/v1/embeddings -H "Authorization: Bearer $TOKEN" \\
-       -H 'Content-Type: application/json' -d '{{"input": "hello", "encoding_format": "float"}}'
-  curl -s {api}/v1/responses -H "Authorization: Bearer $TOKEN" \\
-       -H 'Content-Type: application/json' -d '{{"input": "hi"}}'
-
-  curl -sN {stream}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
-       -H 'Content-Type: application/json' -d '{{"stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
-  curl -sN {stream}/v1/responses -H "Authorization: Bearer $TOKEN" \\
-       -H 'Content-Type: application/json' -d '{{"stream": true, "input": "hi"}}'
+Try it in a shell (every answer on its own line):
+{shell_example(api, idp, stream)}
 {self._cookie_example()}
-OpenAI SDK (api_key = the user's identity token):
-  from openai import OpenAI
-  client = OpenAI(base_url="{stream}/v1", api_key=TOKEN)
-  print([model.id for model in client.models.list()])
-  print(len(client.embeddings.create(model="behest-embed", input="hello").data[0].embedding))
-  print(client.responses.create(model="behest-default", input="hi").output_text)
-  for event in client.responses.create(model="behest-default", input="hi", stream=True):
-      if event.type == "response.output_text.delta":
-          print(event.delta, end="", flush=True)
-  for chunk in client.chat.completions.create(model="any", messages=[{{"role": "user", "content": "hi"}}], stream=True):
-      print(chunk.choices[0].delta.content or "", end="", flush=True)
-
-Server-to-server (a trusted backend's role signs with SigV4; the user is named per request):
-  export AWS_ACCESS_KEY_ID={trusted.access_key} AWS_SECRET_ACCESS_KEY={trusted.secret_key} \\
-         AWS_SESSION_TOKEN={trusted.session_token} AWS_REGION=us-east-1
-  # a session of {trusted.role_arn} (listed in BEHEST_TRUSTED_ROLE_ARNS); those of
-  # {untrusted.role_arn} (not listed: 403 caller_not_trusted) are
-  # {untrusted.access_key} / {untrusted.secret_key} / {untrusted.session_token}
-  import sys
-  sys.path.insert(0, "client/python")
-  from openai import DefaultHttpxClient, OpenAI
-  from behest_sigv4 import SigV4Auth, for_user
-  client = OpenAI(base_url="{service}/v1", api_key="unused", http_client=DefaultHttpxClient(auth=SigV4Auth()))
-  print(client.responses.create(model="behest-default", input="hi", extra_headers=for_user("ada")).output_text)
-
+Server-to-server, signed with SigV4 by a session of {trusted.role_arn} (listed in
+BEHEST_TRUSTED_ROLE_ARNS; the session {untrusted.access_key} / {untrusted.secret_key} /
+{untrusted.session_token} of {untrusted.role_arn}, not listed, gets 403), from the repository's root:
+{service_example(service)}
+Python, with the OpenAI SDK (.venv/bin/python has it): paste into python3 as it is, or save and run:
+{python_example(idp, stream)}
 Ctrl-C stops everything.
+"""
+
+
+def shell_example(api: str, idp: str, stream: str) -> str:
+    """Shell lines that sign in as a dev user and call each route, pasteable as they are (README shows them too)."""
+    return f"""\
+TOKEN=$(curl -s -X POST {idp}/token -d '{{"user": "ada", "plan": "pro"}}' \\
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["id_token"])')
+curl -s -X POST {api}/api/behest/token -H "Authorization: Bearer $TOKEN"; echo
+curl -s {api}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
+     -H 'Content-Type: application/json' -d '{{"messages": [{{"role": "user", "content": "hi"}}]}}'; echo
+curl -s {api}/v1/models -H "Authorization: Bearer $TOKEN"; echo
+curl -s {api}/v1/embeddings -H "Authorization: Bearer $TOKEN" \\
+     -H 'Content-Type: application/json' -d '{{"input": "hello", "encoding_format": "float"}}'; echo
+curl -s {api}/v1/responses -H "Authorization: Bearer $TOKEN" \\
+     -H 'Content-Type: application/json' -d '{{"input": "hi"}}'; echo
+curl -sN {stream}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
+     -H 'Content-Type: application/json' -d '{{"stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
+curl -sN {stream}/v1/responses -H "Authorization: Bearer $TOKEN" \\
+     -H 'Content-Type: application/json' -d '{{"stream": true, "input": "hi"}}'
+"""
+
+def service_example(service: str) -> str:
+    """Shell lines that sign as the dev stack's trusted role and ask for two users in turn, pasteable as they are."""
+    trusted = DEV_TRUSTED_CREDENTIALS
+    return f"""\
+export AWS_ACCESS_KEY_ID={trusted.access_key} AWS_SECRET_ACCESS_KEY={trusted.secret_key} \\
+       AWS_SESSION_TOKEN={trusted.session_token} AWS_REGION={DEV_REGION}
+.venv/bin/python - <<'EOF'
+import sys
+sys.path.insert(0, "client/python")
+from behest_sigv4 import SigV4Auth, for_user
+from openai import DefaultHttpxClient, OpenAI
+client = OpenAI(base_url="{service}/v1", api_key="unused", http_client=DefaultHttpxClient(auth=SigV4Auth()))
+for user in ("ada", "bob"):
+    print(client.responses.create(model="behest-default", input="hi", extra_headers=for_user(user)).output_text)
+EOF
+"""
+
+
+def python_example(idp: str, stream: str) -> str:
+    """A Python session that signs in as a dev user and uses the streaming relay, pasteable into python3 as it is.
+
+    Flush left, and a blank line after each loop, so that the interactive interpreter takes it
+    pasted; it signs in itself (no shell variable), and each answer ends its own line.
+    """
+    return f"""\
+import json
+import urllib.request
+
+from openai import OpenAI
+
+# An identity token for the dev user "ada" (in production: your users' Cognito/Auth0/Clerk/Okta token).
+login = urllib.request.Request("{idp}/token", data=json.dumps({{"user": "ada"}}).encode())
+identity_token = json.load(urllib.request.urlopen(login))["id_token"]
+client = OpenAI(base_url="{stream}/v1", api_key=identity_token)  # the streaming relay
+print([model.id for model in client.models.list()])
+print(len(client.embeddings.create(model="behest-embed", input="hello").data[0].embedding))
+print(client.responses.create(model="behest-default", input="hi").output_text)
+for event in client.responses.create(model="behest-default", input="hi", stream=True):
+    if event.type == "response.output_text.delta":
+        print(event.delta, end="", flush=True)
+
+print()
+for chunk in client.chat.completions.create(model="any", messages=[{{"role": "user", "content": "hi"}}], stream=True):
+    print(chunk.choices[0].delta.content or "", end="", flush=True)
+
+print()
 """

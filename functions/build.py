@@ -42,6 +42,8 @@ def install_dependencies(target: Path, requirements: Path, platform: str, python
         command += ["--platform", platform, "--implementation", "cp", "--python-version", python_version,
                     "--only-binary=:all:"]
     subprocess.run(command, check=True)  # noqa: S603 (our own fixed command line)
+    # pip writes console scripts for the build machine's interpreter into bin/: nothing on Lambda runs them.
+    shutil.rmtree(target / "bin", ignore_errors=True)
 
 
 def copy_sources(target: Path) -> None:

@@ -1,10 +1,10 @@
 """A stand-in for Behest's gateway on loopback, for tests and local development (never deployed).
 
 It verifies bearer JWTs as the gateway (Kong) does, mints tokens for registered API keys, and
-answers OpenAI-compatible routes deterministically: chat completions and the Responses API
-(buffered or streamed as server-sent events; text, structured output or function calls),
-embeddings (float or base64) and models. It records every request and misbehaves on demand on
-any path: error statuses, slow answers, connection resets mid-stream, garbage bodies and
+answers OpenAI-compatible routes deterministically: chat completions, legacy completions and the
+Responses API (buffered or streamed as server-sent events; text, structured output or function
+calls), embeddings (float or base64) and models. It records every request and misbehaves on demand
+on any path: error statuses, slow answers, connection resets mid-stream, garbage bodies and
 streams that never end.
 
     with StandinGateway() as gateway:
@@ -15,7 +15,7 @@ streams that never end.
 Modules: `server` (routes, recording, pacing), `tokens` (JWT checks and minting), `faults`,
 `turns` (what the assistant says: text, JSON in the asked format, or tool calls), `tool_calls`,
 `schema_instance`, `answers` (the OpenAI-shaped bodies and their usage), `responses_events`,
-`sse`. Run it alone with `python -m devstack.standin --port 8787`.
+`completions` (legacy completions), `sse`. Run it alone with `python -m devstack.standin --port 8787`.
 """
 
 from .answers import MODELS, reply_text

@@ -16,7 +16,7 @@ MINT_PATH = "/v1/auth/mint"
 FaultKind = Literal["status", "delay", "reset_after", "garbage", "endless"]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 PATH_ALIASES = {"chat": CHAT_PATH, "mint": MINT_PATH, "responses": RESPONSES_PATH, "embeddings": EMBEDDINGS_PATH,
-                "models": MODELS_PATH}
+                "models": MODELS_PATH, "completions": "/v1/completions"}
 GARBAGE = b"\x00\xff<html>502 Bad Gateway</html> {not: json,,, \xfe\xfd"
 
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.loopback import LoopbackServer, NoDelayHandler, RequestRefused
 
-from . import answers, tokens, turns
+from . import answers, completions, tokens, turns
 from .errors import Refusal
 from .faults import (
     CHAT_PATH,
@@ -73,6 +73,7 @@ class GatewayRoute:
 ROUTES = (
     GatewayRoute("POST", CHAT_PATH, "_chat"),
     GatewayRoute("POST", RESPONSES_PATH, "_responses"),
+    GatewayRoute("POST", completions.COMPLETIONS_PATH, "_completions"),
     GatewayRoute("POST", EMBEDDINGS_PATH, "_embeddings"),
     GatewayRoute("GET", MODELS_PATH, "_models"),
     GatewayRoute("GET", MODELS_PATH + "/{model}", "_model"),
@@ -527,6 +528,15 @@ class _GatewayHandler(NoDelayHandler):
             return
         output = output_items(turn, message_id)
         self._answer(answers.response_object(response_id, created, request, output, usage), fault)
+
+    def _completions(self, body: Any, raw: bytes, claims: dict[str, Any], params: dict[str, str],
+                     fault: Optional[Fault]) -> None:
+        whole, stream, usage = completions.answer(body, claims["uid"])
+        self.gateway._answered_usage(usage)
+        if stream is not None:
+            self._stream(stream, fault)
+            return
+        self._answer(whole, fault)
 
     def _embeddings(self, body: Any, raw: bytes, claims: dict[str, Any], params: dict[str, str],
                     fault: Optional[Fault]) -> None:

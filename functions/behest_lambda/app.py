@@ -13,9 +13,16 @@ import time
 from typing import Any, Callable, Generator, Iterator, Mapping, Optional
 
 from . import settings as names
-from .errors import BehestLambdaError, ConfigurationError, UpstreamError, answer_for, sse_error_event
+from .errors import (
+    BehestLambdaError,
+    ConfigurationError,
+    UpstreamAuthError,
+    UpstreamError,
+    answer_for,
+    sse_error_event,
+)
 from .identity import identity_from_claims
-from .reply import Core, Ender, Identify, Reply
+from .reply import Core, Ender, ErrorEvent, Identify, Reply
 from .request import Request
 from .routes import FUNCTION_URL, HTTP_API, SERVICE_FUNCTION, SERVICE_URL, STREAM_FUNCTION, RouteSpec, match, routes_for
 from .settings import Settings
@@ -35,8 +42,10 @@ class AnswerBody:
     body with an SSE error event. `on_end(failure, completed)` runs exactly once, however it ends.
     """
 
-    def __init__(self, parts: Iterator[bytes], *, sse: bool = False, on_end: Optional[Ender] = None) -> None:
+    def __init__(self, parts: Iterator[bytes], *, sse: bool = False, on_end: Optional[Ender] = None,
+                 error_event: ErrorEvent = sse_error_event) -> None:
         self.failure: Optional[BehestLambdaError] = None
+        self.error_event = error_event
         self.bytes_sent = 0
         self._upstream = parts
         self._on_end = on_end
@@ -69,7 +78,7 @@ class AnswerBody:
             self._completed = True
         except BehestLambdaError as e:  # raised by the upstream reader: a reset, a stall, the deadline
             self.failure = e
-            yield self._sent(sse_error_event(e))
+            yield self._sent(self.error_event(e))
         finally:
             self._end()
 
@@ -142,6 +151,9 @@ class Service:
         level = self.telemetry.error if error.status >= 500 else self.telemetry.info
         level("request refused", status=error.status, code=error.code, detail=error.message)
         self.telemetry.metric("RequestRefused", code=error.code)
+        if isinstance(error, UpstreamAuthError):  # the operator's to fix, and alarmed (UpstreamAuthFailedAlarm)
+            self.telemetry.error("Behest refused this deployment's credentials", **error.report())
+            self.telemetry.metric("UpstreamAuthFailed")
         answer = answer_for(error)
         return Reply(answer.status, answer.headers, iter((answer.body,)))
 
@@ -157,7 +169,7 @@ class Service:
         failure: Optional[BehestLambdaError] = None
         try:
             if reply.stream:
-                payload, failure = buffered_stream(reply.chunks)
+                payload, failure = buffered_stream(reply.chunks, reply.error_event)
             else:
                 payload = b"".join(reply.chunks)
         except BehestLambdaError as e:  # before the first byte: a whole error answer
@@ -173,7 +185,7 @@ class Service:
         deadline = time.monotonic() + remaining() / 1000 - DEADLINE_MARGIN_S if callable(remaining) else None
         reply = self.reply(event, deadline=deadline)
         prelude = {"statusCode": reply.status, "headers": dict(reply.headers), "cookies": []}
-        return prelude, AnswerBody(reply.chunks, sse=reply.stream,
+        return prelude, AnswerBody(reply.chunks, sse=reply.stream, error_event=reply.error_event,
                                    on_end=lambda failure, completed: self.end(reply, failure, completed))
 
 
@@ -190,7 +202,8 @@ def http_api_payload(reply: Reply) -> dict[str, Any]:
                 "body": base64.b64encode(payload).decode("ascii"), "isBase64Encoded": True}
 
 
-def buffered_stream(events: Iterator[bytes]) -> tuple[bytes, Optional[BehestLambdaError]]:
+def buffered_stream(events: Iterator[bytes], error_event: ErrorEvent = sse_error_event,
+                    ) -> tuple[bytes, Optional[BehestLambdaError]]:
     """Join a stream for a front that buffers; a failure after the first event ends it with an error event."""
     from .upstream import MAX_RESPONSE_BYTES
 
@@ -205,7 +218,7 @@ def buffered_stream(events: Iterator[bytes]) -> tuple[bytes, Optional[BehestLamb
     except UpstreamError as e:
         if not parts:
             raise
-        return b"".join(parts) + sse_error_event(e), e
+        return b"".join(parts) + error_event(e), e
     return b"".join(parts), None
 
 

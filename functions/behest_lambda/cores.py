@@ -85,7 +85,8 @@ def relay_core(route: str, relay: Relay, settings: RelaySettings, telemetry: Tel
             outcome = BROKEN if failure is not None else OK if completed else CLIENT_GONE
             record_usage(telemetry, meter, outcome, failure)
 
-        return Reply(answer.status, answer.headers, answer.chunks, stream=answer.stream, on_end=finished)
+        return Reply(answer.status, answer.headers, answer.chunks, stream=answer.stream, on_end=finished,
+                     error_event=answer.error_event)
 
     return core
 

@@ -132,6 +132,34 @@ class UpstreamTimeoutError(UpstreamError):
     code = "upstream_timeout"
 
 
+class UpstreamAuthError(UpstreamError):
+    """Behest refused this deployment's credentials (a token it minted, or its API key): never the caller's fault.
+
+    Passed on as Behest's 401, OpenAI SDKs would raise AuthenticationError and apps would sign a
+    user out whose identity token is fine. The message says nothing about keys; `report` (the
+    operator's ERROR line) says the rest.
+    """
+
+    status = 502
+    code = "upstream_auth_failed"
+    MESSAGE = ("the model gateway did not accept this service's request; this is a problem with the service's setup,"
+               " not with your sign-in")
+
+    def __init__(self, refused: str, causes: tuple[str, ...], *, upstream_status: int,
+                 upstream_code: Optional[str], kid: Optional[str] = None) -> None:
+        super().__init__(self.MESSAGE)
+        self.refused = refused
+        self.causes = causes
+        self.kid = kid
+        self.upstream_status = upstream_status
+        self.upstream_code = upstream_code
+
+    def report(self) -> dict[str, object]:
+        """What the operator's log line says: what was refused, the kid (never a token or key), the likely causes."""
+        return {"refused": self.refused, "kid": self.kid, "upstream_status": self.upstream_status,
+                "upstream_code": self.upstream_code, "likely_causes": list(self.causes)}
+
+
 class UpstreamStatusError(UpstreamError):
     """Behest answered 4xx (or 503 with Retry-After): the status, code and Retry-After pass through to the caller."""
 
@@ -184,6 +212,20 @@ def answer_for(error: BehestLambdaError) -> ErrorAnswer:
     return ErrorAnswer(error.status, {**JSON_HEADERS, **error.headers()}, body)
 
 
-def sse_error_event(error: BehestLambdaError) -> bytes:
-    """The same error once a stream has started: an SSE event OpenAI SDKs raise as an APIError."""
+# How a stream that has started ends on an error: in its own API's way.
+CHAT_STREAM = "chat"
+RESPONSES_STREAM = "responses"
+
+
+def sse_error_event(error: BehestLambdaError, style: str = CHAT_STREAM, sequence_number: int = 0) -> bytes:
+    """The same error once a stream has started, as the stream's own API ends on one.
+
+    A chat stream: `data: {"error": {…}}`, which OpenAI SDKs raise as an APIError. A Responses
+    stream: its `error` event, numbered after the last event sent, which clients that check
+    every Responses event against its schema (the Vercel AI SDK) read as the error it is.
+    """
+    if style == RESPONSES_STREAM:
+        event = {"type": "error", "code": error.code, "message": error.message, "param": None,
+                 "sequence_number": sequence_number}
+        return b"event: error\ndata: " + json.dumps(event, separators=(",", ":")).encode("utf-8") + b"\n\n"
     return b"data: " + json.dumps(error_document(error), separators=(",", ":")).encode("utf-8") + b"\n\n"

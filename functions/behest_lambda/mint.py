@@ -8,12 +8,17 @@ import uuid
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from .credentials import ApiKey, Credentials, SigningKey
-from .errors import InvalidRequestError, UpstreamError, UpstreamStatusError
+from .errors import InvalidRequestError, UpstreamAuthError, UpstreamError, UpstreamStatusError
 from .identity import Identity
 from .key_source import KeySource
 from .settings import MIN_TTL, MintSettings
 
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# Why Behest's mint endpoint refuses the deployment's API key, most likely first.
+API_KEY_CAUSES = (
+    "the API key in the secret is not a live key of this Behest project (revoked, rotated, or a typo)",
+    "BEHEST_BASE_URL points at another project's Behest endpoint than the API key's",
+)
 
 
 class MintResult(NamedTuple):
@@ -152,6 +157,9 @@ class Minter:
                 429, "Behest is rate limiting token mints", code="rate_limited",
                 retry_after=_retry_after(response.headers),
             )
+        if response.status in (401, 403):
+            raise UpstreamAuthError("this deployment's API key, at Behest's mint endpoint", API_KEY_CAUSES,
+                                    upstream_status=response.status, upstream_code=_error_code(answer))
         if response.status >= 300:
             code = _error_code(answer) or f"http_{response.status}"
             raise UpstreamError(f"Behest's mint endpoint answered {response.status} ({code})")

@@ -1,6 +1,6 @@
 """The relay core: validate an OpenAI-compatible request, apply policy, mint for the verified user, forward.
 
-One path serves every relayed route (chat, Responses, embeddings, models) on both fronts:
+One path serves every relayed route (chat, completions, Responses, embeddings, models) on both fronts:
 a policy function turns the request into an `UpstreamCall`, `Relay.open` mints and sends it
 and returns Behest's answer as status, headers and body chunks that the caller joins (HTTP
 API) or streams (Function URL), with a `UsageMeter` watching it pass.
@@ -13,16 +13,20 @@ import re
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 from .credentials import ApiKey
 from .errors import (
+    CHAT_STREAM,
+    RESPONSES_STREAM,
     BehestLambdaError,
     InvalidRequestError,
     NotFoundError,
+    UpstreamAuthError,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeoutError,
+    sse_error_event,
 )
 from .identity import Identity
 from .mint import Minter, MintRequest, MintResult, valid_session_id
@@ -31,6 +35,9 @@ from .settings import RelaySettings
 from .upstream import lower_headers, open_request, read_within, stream_chunks
 from .usage import UsageMeter
 
+if TYPE_CHECKING:
+    from .prompt_cache import PromptCacheNamespace
+
 MAX_MESSAGES = 2048
 MAX_INPUT_ITEMS = 2048
 # API-key mode only: a minted token is reused while it has this long left to live (a mint there
@@ -38,6 +45,7 @@ MAX_INPUT_ITEMS = 2048
 REUSE_MIN_REMAINING = 120
 REUSE_MAX_ENTRIES = 1024
 MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,199}")
+MAX_CACHE_KEY_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,10 @@ class UpstreamCall:
     client_wants_usage: bool = True
     # GET /v1/models: keep only these ids (empty = all).
     model_filter: frozenset[str] = frozenset()
+    # How a stream of this API ends on an error after its first byte (errors.sse_error_event).
+    stream_style: str = CHAT_STREAM
+    # The caller's prompt_cache_key, sent to Behest behind the user's tag (prompt_cache.py).
+    prompt_cache_key: Optional[str] = None
 
 
 @dataclass
@@ -66,6 +78,27 @@ class RelayAnswer:
     chunks: Iterator[bytes]
     stream: bool
     meter: UsageMeter
+    error_event: Callable[[BehestLambdaError], bytes] = sse_error_event
+
+
+class StreamTail:
+    """Where a relayed stream stands when it breaks off: its error event follows the last event sent."""
+
+    __slots__ = ("style", "sequence_number")
+
+    def __init__(self, style: str) -> None:
+        self.style = style
+        self.sequence_number: Optional[int] = None
+
+    def observe(self, document: Any) -> None:
+        number = document.get("sequence_number") if isinstance(document, dict) else None
+        if isinstance(number, int) and not isinstance(number, bool):
+            self.sequence_number = number
+
+    def error_event(self, error: BehestLambdaError) -> bytes:
+        """The error event in the stream's style; a Responses one numbered after the last event sent."""
+        following = 0 if self.sequence_number is None else self.sequence_number + 1
+        return sse_error_event(error, self.style, following)
 
 
 # Policy: one function per route, request → UpstreamCall.
@@ -83,24 +116,31 @@ def chat_call(request: Request, identity: Identity, settings: RelaySettings) -> 
             raise InvalidRequestError(f"messages[{index}] must be an object with a role")
     stream = _stream_flag(body)
     model = _allowed_model(body.get("model"), settings)
-    n = body.get("n")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= settings.max_n):
-        raise InvalidRequestError(f"n must be a whole number from 1 to {settings.max_n}", code="n_too_large")
+    _choices_within(body, ("n",), settings.max_n)
     rewritten = dict(body)
     # `safety_identifier` supersedes `user` in OpenAI's chat API: both are the verified user.
     rewritten["user"] = rewritten["safety_identifier"] = identity.user_id
     _cap(rewritten, ("max_tokens", "max_completion_tokens"), settings.max_tokens)
-    client_wants_usage = True
-    if stream:
-        options = body.get("stream_options")
-        if options is not None and not isinstance(options, dict):
-            raise InvalidRequestError("stream_options must be an object")
-        client_wants_usage = bool(options and options.get("include_usage") is True)
-        # Always ask Behest for usage, so that a stream's cost is known; the usage-only chunk is
-        # dropped on the way back unless the client asked for it.
-        rewritten["stream_options"] = {**(options or {}), "include_usage": True}
+    client_wants_usage = _usage_asked(body, rewritten) if stream else True
     return UpstreamCall("chat", "POST", "/v1/chat/completions", rewritten, stream, _session(request), model,
-                        client_wants_usage=client_wants_usage)
+                        client_wants_usage=client_wants_usage, prompt_cache_key=_cost_policy(body, settings))
+
+
+def completions_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
+    """Legacy completions (LlamaIndex's OpenAILike, older SDK code): chat's policy on a `prompt`."""
+    body = _body(request, "completions")
+    if not _text_or_tokens(body.get("prompt")):
+        raise InvalidRequestError("prompt must be a string, an array of strings, or token arrays, and not empty")
+    stream = _stream_flag(body)
+    model = _allowed_model(body.get("model"), settings)
+    # best_of makes Behest generate that many completions server-side, each billed: held to the same cap as n.
+    _choices_within(body, ("n", "best_of"), settings.max_n)
+    rewritten = dict(body)
+    rewritten["user"] = identity.user_id
+    _cap(rewritten, ("max_tokens",), settings.max_tokens)
+    client_wants_usage = _usage_asked(body, rewritten) if stream else True
+    return UpstreamCall("completions", "POST", "/v1/completions", rewritten, stream, _session(request), model,
+                        client_wants_usage=client_wants_usage, prompt_cache_key=_cost_policy(body, settings))
 
 
 def responses_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
@@ -123,13 +163,14 @@ def responses_call(request: Request, identity: Identity, settings: RelaySettings
     rewritten["user"] = identity.user_id
     rewritten["safety_identifier"] = identity.user_id
     _cap(rewritten, ("max_output_tokens",), settings.max_tokens)
-    return UpstreamCall("responses", "POST", "/v1/responses", rewritten, stream, _session(request), model)
+    return UpstreamCall("responses", "POST", "/v1/responses", rewritten, stream, _session(request), model,
+                        stream_style=RESPONSES_STREAM, prompt_cache_key=_cost_policy(body, settings))
 
 
 def embeddings_call(request: Request, identity: Identity, settings: RelaySettings) -> UpstreamCall:
     """Embeddings: input a string, strings, a token array or token arrays; model allowlist; `user` set."""
     body = _body(request, "embeddings")
-    if not _embedding_input(body.get("input")):
+    if not _text_or_tokens(body.get("input")):
         raise InvalidRequestError("input must be a string, an array of strings, or token arrays, and not empty")
     if body.get("stream") is not None:
         raise InvalidRequestError("embeddings do not stream")
@@ -159,6 +200,7 @@ def model_call(request: Request, identity: Identity, settings: RelaySettings) ->
 POLICIES: dict[str, Callable[[Request, Identity, RelaySettings], UpstreamCall]] = {
     "chat": chat_call,
     "responses": responses_call,
+    "completions": completions_call,
     "embeddings": embeddings_call,
     "models": models_call,
     "model": model_call,
@@ -189,6 +231,38 @@ def _allowed_model(model: Any, settings: RelaySettings) -> Optional[str]:
     return model
 
 
+def _cost_policy(body: Mapping[str, Any], settings: RelaySettings) -> Optional[str]:
+    """`service_tier` among BEHEST_ALLOWED_SERVICE_TIERS; the caller's `prompt_cache_key`, checked, to be namespaced."""
+    tier = body.get("service_tier")
+    if tier is not None and (not isinstance(tier, str) or tier not in settings.allowed_service_tiers):
+        allowed = ", ".join(sorted(settings.allowed_service_tiers))
+        raise InvalidRequestError(f"service_tier must be one of: {allowed}", code="service_tier_not_allowed")
+    cache_key = body.get("prompt_cache_key")
+    if cache_key is not None and (not isinstance(cache_key, str) or not 0 < len(cache_key) <= MAX_CACHE_KEY_CHARS):
+        raise InvalidRequestError(f"prompt_cache_key must be a string of 1 to {MAX_CACHE_KEY_CHARS} characters")
+    return cache_key
+
+
+def _choices_within(body: Mapping[str, Any], names: tuple[str, ...], most: int) -> None:
+    """Each given choice count (`n`, `best_of`) a whole number from 1 to `most`."""
+    for name in names:
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most):
+            raise InvalidRequestError(f"{name} must be a whole number from 1 to {most}", code="n_too_large")
+
+
+def _usage_asked(body: Mapping[str, Any], rewritten: dict[str, Any]) -> bool:
+    """Ask Behest for a stream's usage chunk, always (its cost must be known); whether the client asked too.
+
+    The usage-only chunk is dropped on the way back unless the client asked for it.
+    """
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequestError("stream_options must be an object")
+    rewritten["stream_options"] = {**(options or {}), "include_usage": True}
+    return bool(options and options.get("include_usage") is True)
+
+
 def _cap(body: dict[str, Any], names: tuple[str, ...], ceiling: int) -> None:
     """Hold every given limit to `ceiling`; set the first name to it when none is given."""
     present = [name for name in names if body.get(name) is not None]
@@ -201,7 +275,7 @@ def _cap(body: dict[str, Any], names: tuple[str, ...], ceiling: int) -> None:
         body[names[0]] = ceiling
 
 
-def _embedding_input(value: Any) -> bool:
+def _text_or_tokens(value: Any) -> bool:
     def tokens(item: Any) -> bool:
         return isinstance(item, list) and bool(item) and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
 
@@ -230,6 +304,7 @@ class Relay:
         self._clock = clock
         self._wall_clock = wall_clock
         self._reusable: dict[tuple[str, Optional[int], Optional[str]], MintResult] = {}
+        self._prompt_cache: Optional[PromptCacheNamespace] = None
 
     def token_for(self, identity: Identity, session_id: Optional[str], within: Optional[float] = None) -> MintResult:
         """A fresh token, or in API-key mode one still good for REUSE_MIN_REMAINING seconds."""
@@ -266,8 +341,11 @@ class Relay:
         }
         payload = None
         if call.body is not None:
+            sent = call.body
+            if call.prompt_cache_key is not None:
+                sent = {**sent, "prompt_cache_key": self._namespaced(identity, call.prompt_cache_key)}
             headers["Content-Type"] = "application/json"
-            payload = json.dumps(call.body, separators=(",", ":")).encode("utf-8")
+            payload = json.dumps(sent, separators=(",", ":")).encode("utf-8")
         meter = meter or meter_for(identity, call)
         meter.session_id = minted.session_id
         response = self._send(call.method, self._settings.base_url + call.path, payload, headers, remaining)
@@ -277,13 +355,18 @@ class Relay:
             client_headers["x-trace-id"] = upstream_headers["x-trace-id"][:128]
         meter.status = response.status
         if response.status >= 300:
-            raise upstream_failure(response.status, upstream_headers, read_within(response, deadline, self._clock))
+            failure = upstream_failure(response.status, upstream_headers,
+                                       read_within(response, deadline, self._clock), kid=minted.kid)
+            if isinstance(failure, UpstreamAuthError):  # API-key mode: a refused token is not reused
+                self._reusable.pop((identity.user_id, identity.tier, call.session_id), None)
+            raise failure
         is_sse = upstream_headers.get("content-type", "").startswith("text/event-stream")
         if call.stream and is_sse:
             client_headers.update({"content-type": "text/event-stream", "cache-control": "no-cache"})
+            tail = StreamTail(call.stream_style)
             events = relayed_events(stream_chunks(response, deadline, self._clock), meter,
-                                    drop_usage_chunk=not call.client_wants_usage)
-            return RelayAnswer(200, client_headers, events, stream=True, meter=meter)
+                                    drop_usage_chunk=not call.client_wants_usage, tail=tail)
+            return RelayAnswer(200, client_headers, events, stream=True, meter=meter, error_event=tail.error_event)
         meter.first_byte()
         body = read_within(response, deadline, self._clock)
         document = _json_object(body)
@@ -295,6 +378,14 @@ class Relay:
         client_headers.update({"content-type": "application/json", "cache-control": "no-store"})
         return RelayAnswer(200, client_headers, iter((body,)), stream=False, meter=meter)
 
+    def _namespaced(self, identity: Identity, caller_key: str) -> str:
+        """The caller's prompt_cache_key in the user's own namespace (imported on first use: few requests carry one)."""
+        if self._prompt_cache is None:
+            from .prompt_cache import PromptCacheNamespace
+
+            self._prompt_cache = PromptCacheNamespace()
+        return self._prompt_cache.key_for(self._minter.credentials(), identity.user_id, caller_key)
+
 
 def meter_for(identity: Identity, call: UpstreamCall) -> UsageMeter:
     """A meter for one relayed call."""
@@ -302,9 +393,32 @@ def meter_for(identity: Identity, call: UpstreamCall) -> UsageMeter:
                       streamed=call.stream)
 
 
-def upstream_failure(status: int, headers: Mapping[str, str], body: bytes) -> BehestLambdaError:
-    """Behest's error answer as ours: 4xx (and a 503 with Retry-After) keep status and Retry-After; other 5xx → 502."""
+# Behest's 403 codes that refuse the token itself (as a 401 does), not what the user asked for.
+TOKEN_REFUSALS = frozenset({"invalid_token", "token_expired"})
+# Why Behest refuses a token, most likely first (README, "The key secret"): one this deployment signed (sign
+# mode), or one Behest minted for its API key (API-key mode, where a token is reused while it lives).
+SIGNED_TOKEN_CAUSES = (
+    "the kid is not registered at Behest for this tenant and project (or was removed)",
+    "clock skew between this function and Behest (iat, nbf, exp)",
+    "the key was rotated in the secret without registering its public key at Behest under the new kid",
+)
+MINTED_TOKEN_CAUSES = (
+    "the API key was revoked or rotated at Behest after the token was minted",
+    "clock skew between this function and Behest (iat, nbf, exp)",
+)
+
+
+def upstream_failure(status: int, headers: Mapping[str, str], body: bytes, *,
+                     kid: Optional[str] = None) -> BehestLambdaError:
+    """Behest's error answer as ours: 4xx (and a 503 with Retry-After) keep status and Retry-After; other 5xx → 502.
+
+    Behest refusing the token we minted (401, or 403 invalid_token / token_expired) is ours to fix: 502.
+    """
     code, message = _behest_error(body)
+    if status == 401 or (status == 403 and code in TOKEN_REFUSALS):
+        refused, causes = ("a token this deployment signed", SIGNED_TOKEN_CAUSES) if kid is not None else \
+            ("a token Behest minted for this deployment's API key", MINTED_TOKEN_CAUSES)
+        return UpstreamAuthError(refused, causes, upstream_status=status, upstream_code=code, kid=kid)
     retry_after = _retry_after(headers)
     if 400 <= status < 500 or (status == 503 and retry_after is not None):
         return UpstreamStatusError(
@@ -398,7 +512,8 @@ def _documents(event: bytes) -> list[Any]:
     return documents
 
 
-def relayed_events(chunks: Iterator[bytes], meter: UsageMeter, *, drop_usage_chunk: bool) -> Iterator[bytes]:
+def relayed_events(chunks: Iterator[bytes], meter: UsageMeter, *, drop_usage_chunk: bool,
+                   tail: Optional[StreamTail] = None) -> Iterator[bytes]:
     """Behest's events as they come, each metered; the usage-only chat chunk is dropped when the client did not ask."""
     for event, documents in sse_events(chunks):
         meter.first_byte()
@@ -406,6 +521,9 @@ def relayed_events(chunks: Iterator[bytes], meter: UsageMeter, *, drop_usage_chu
             meter.observe(document)
         if drop_usage_chunk and any(_is_usage_only_chunk(d) for d in documents):
             continue
+        if tail is not None:
+            for document in documents:
+                tail.observe(document)
         yield event
 
 

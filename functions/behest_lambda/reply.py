@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional
 
-from .errors import BehestLambdaError
+from .errors import BehestLambdaError, sse_error_event
 from .identity import Identity
 from .request import Request
 
 Ender = Callable[[Optional[BehestLambdaError], bool], None]
+# How a stream that broke off after its first byte says so: the error event in the stream's own style.
+ErrorEvent = Callable[[BehestLambdaError], bytes]
 
 
 class Reply(NamedTuple):
@@ -24,6 +26,7 @@ class Reply(NamedTuple):
     chunks: Iterator[bytes]
     stream: bool = False
     on_end: Optional[Ender] = None
+    error_event: ErrorEvent = sse_error_event
 
 
 Core = Callable[[Request, Identity], Reply]

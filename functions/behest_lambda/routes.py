@@ -49,6 +49,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "/api/behest/token", "token", TOKEN_FUNCTION),
     RouteSpec("POST", "/v1/chat/completions", "chat", RELAY_FUNCTION, function_url=True),
     RouteSpec("POST", "/v1/responses", "responses", RELAY_FUNCTION, function_url=True),
+    RouteSpec("POST", "/v1/completions", "completions", RELAY_FUNCTION, function_url=True),
     RouteSpec("POST", "/v1/embeddings", "embeddings", RELAY_FUNCTION, function_url=True),
     RouteSpec("GET", "/v1/models", "models", RELAY_FUNCTION, function_url=True),
     RouteSpec("GET", "/v1/models/{model}", "model", RELAY_FUNCTION, function_url=True),

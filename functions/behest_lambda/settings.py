@@ -43,6 +43,7 @@ BEHEST_MAX_BODY_BYTES = "BEHEST_MAX_BODY_BYTES"
 BEHEST_ALLOWED_MODELS = "BEHEST_ALLOWED_MODELS"
 BEHEST_MAX_TOKENS = "BEHEST_MAX_TOKENS"
 BEHEST_MAX_N = "BEHEST_MAX_N"
+BEHEST_ALLOWED_SERVICE_TIERS = "BEHEST_ALLOWED_SERVICE_TIERS"
 # The streaming function (Function URL, no API Gateway authorizer) verifies callers itself.
 BEHEST_CALLER_ISSUER = "BEHEST_CALLER_ISSUER"
 BEHEST_CALLER_AUDIENCE = "BEHEST_CALLER_AUDIENCE"
@@ -88,6 +89,8 @@ DEFAULT_UPSTREAM_TIMEOUT = 25.0
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_MAX_TOKENS = 4096
 DEFAULT_MAX_N = 4
+# Priority (and scale) processing is billed above the standard rate: opting in is the operator's call.
+DEFAULT_ALLOWED_SERVICE_TIERS = frozenset({"auto", "default"})
 DEFAULT_TIER_MIN = 0
 DEFAULT_TIER_MAX = 100
 DEFAULT_EXTENSION_PORT = 2773
@@ -270,6 +273,7 @@ class RelaySettings(NamedTuple):
     allowed_models: frozenset[str] = frozenset()
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_n: int = DEFAULT_MAX_N
+    allowed_service_tiers: frozenset[str] = DEFAULT_ALLOWED_SERVICE_TIERS
 
     @classmethod
     def read(cls, env: _Reader) -> RelaySettings:
@@ -279,6 +283,7 @@ class RelaySettings(NamedTuple):
             allowed_models=frozenset(env.names(BEHEST_ALLOWED_MODELS)),
             max_tokens=env.integer(BEHEST_MAX_TOKENS, DEFAULT_MAX_TOKENS, 1, 10_000_000),
             max_n=env.integer(BEHEST_MAX_N, DEFAULT_MAX_N, 1, 128),
+            allowed_service_tiers=frozenset(env.names(BEHEST_ALLOWED_SERVICE_TIERS)) or DEFAULT_ALLOWED_SERVICE_TIERS,
         )
 
 

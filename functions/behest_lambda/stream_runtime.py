@@ -250,7 +250,7 @@ def pump(body: Answer, write: Callable[[bytes], None]) -> Optional[BaseException
                 break
             except Exception as e:  # noqa: BLE001 - after the first byte only an error event and trailers can say it
                 shown = e if isinstance(e, BehestLambdaError) else BehestLambdaError("the relay failed mid-stream")
-                write(sse_error_event(shown))
+                write(getattr(body, "error_event", sse_error_event)(shown))
                 return e
             if part:
                 write(part)

@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import sys
 from typing import IO, Any, Mapping, Optional
 
@@ -25,6 +26,32 @@ DEFAULT_NAMESPACE = "BehestLambda"
 # Library loggers whose records come out as the same JSON lines (never at DEBUG: botocore would log wire data).
 LIBRARY_LOGGERS = {"botocore", "boto3", "urllib3"}
 MAX_DIMENSION_CHARS = 64
+# A logged value longer than this is cut, saying by how much: a caller's 1 MB `model` is not a 1 MB log line.
+MAX_LOGGED_CHARS = 4096
+# Characters a JSON line may hold raw but that break it on its way: lone surrogates cannot be encoded as
+# UTF-8 at all; DEL, C1 controls and the Unicode line separators split or garble lines in some readers.
+_UNSAFE = re.compile("[\ud800-\udfff\x7f-\x9f\u2028\u2029]")
+
+
+def json_line(document: Any) -> str:
+    """A log record as one JSON line that any UTF-8 stream takes, whatever the values hold.
+
+    Powertools writes non-ASCII text as it is (readable in CloudWatch); only a line holding an
+    unsafe character is written with every non-ASCII character escaped instead, which JSON readers
+    decode back to the same value.
+    """
+    text = json.dumps(document, default=str, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii() and _UNSAFE.search(text):
+        text = json.dumps(document, default=str, separators=(",", ":"))
+    return text
+
+
+def bounded(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields with every string longer than MAX_LOGGED_CHARS cut, saying how much was cut."""
+    for name, value in fields.items():
+        if isinstance(value, str) and len(value) > MAX_LOGGED_CHARS:
+            fields[name] = f"{value[:MAX_LOGGED_CHARS]}…[{len(value) - MAX_LOGGED_CHARS} more characters]"
+    return fields
 
 
 class _Output:
@@ -41,6 +68,34 @@ class _Output:
 
     def flush(self) -> None:
         (self.stream or sys.stdout).flush()
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Powertools' stream handler, except that a line it cannot write is never lost without a word.
+
+    The stdlib would print a "Logging error" traceback to stderr and drop the line (a usage record,
+    say). Here the line is written again, every value that is not plain JSON as its repr and every
+    character escaped; if even that fails, one JSON line on stderr says which line was lost and why.
+    """
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - the stdlib's name
+        failure = sys.exc_info()[1]
+        fields = {name: value for name, value in record.__dict__.items() if name not in _RECORD_ATTRIBUTES}
+        try:
+            rescued = {"level": record.levelname, "message": record.getMessage(), "log_write_failed": type(failure).__name__,
+                       **{name: value if isinstance(value, _PLAIN) else repr(value) for name, value in fields.items()}}
+            self.stream.write(json.dumps(bounded(rescued), separators=(",", ":")) + self.terminator)
+            self.flush()
+        except Exception:  # noqa: BLE001 - the last resort must not raise into the caller's request
+            try:
+                sys.stderr.write(json.dumps({"level": "ERROR", "message": "a log line could not be written",
+                                             "lost": repr(record.msg)[:200], "error": type(failure).__name__}) + "\n")
+            except Exception:  # noqa: BLE001, S110 - nowhere left to write
+                pass
+
+
+_PLAIN = (str, int, float, bool, type(None))
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
 class _OwnLogger(Logger):
@@ -66,7 +121,11 @@ class Telemetry:
             level = env.get(names.LOG_LEVEL) or None
         self._output = _Output(stream)
         logger_class = Logger if stream is None else _OwnLogger
-        self.logger = logger_class(service=self.service, level=level, stream=self._output)  # type: ignore[arg-type]
+        # Powertools configures a service's stdlib logger once per process and skips a later Logger's handler,
+        # which would then have no formatter: a second Telemetry of the service (make dev's stacks) shares the first's.
+        shared = getattr(logging.getLogger(self.service), "powertools_handler", None) if stream is None else None
+        self.logger = logger_class(service=self.service, level=level, logger_handler=shared or _Handler(self._output),
+                                   json_serializer=json_line)
         self.cold_start = True
         self._invocations = 0
         self._emf: Optional[EphemeralMetrics] = None
@@ -101,16 +160,16 @@ class Telemetry:
         self.logger.set_correlation_id(request_id)
 
     def debug(self, message: str, **fields: Any) -> None:
-        self.logger.debug(message, extra=fields, stacklevel=3)
+        self.logger.debug(message, extra=bounded(fields), stacklevel=3)
 
     def info(self, message: str, **fields: Any) -> None:
-        self.logger.info(message, extra=fields, stacklevel=3)
+        self.logger.info(message, extra=bounded(fields), stacklevel=3)
 
     def warning(self, message: str, **fields: Any) -> None:
-        self.logger.warning(message, extra=fields, stacklevel=3)
+        self.logger.warning(message, extra=bounded(fields), stacklevel=3)
 
     def error(self, message: str, **fields: Any) -> None:
-        self.logger.error(message, extra=fields, stacklevel=3)
+        self.logger.error(message, extra=bounded(fields), stacklevel=3)
 
     def metric(self, name: str, value: float = 1, unit: str = "Count", **dimensions: str) -> None:
         """Count `value` under `name` with the service (+ given) dimensions; written at `flush`."""

@@ -249,3 +249,13 @@ def test_a_page_on_a_disallowed_origin_is_refused_by_cors(stack: Stack, browser:
 
     assert sign_in_status == "Sign-in failed: Failed to fetch"
     assert refused == [["BehestError", "network_error", "Failed to fetch"]] * 2
+
+
+def test_the_demo_page_loads_without_a_failed_request_not_even_for_a_favicon(browser: Any, stack: Stack) -> None:
+    browser.get_log("browser")  # what earlier tests left
+    open_page(browser, stack.page)
+    # The favicon is asked for once the page has loaded: by the time a fresh navigation is under way, it has been.
+    browser.get("about:blank")
+
+    failures = [entry["message"] for entry in browser.get_log("browser") if "Failed to load resource" in entry["message"]]
+    assert failures == []

@@ -11,9 +11,9 @@ import pytest
 
 from behest_lambda.app import Service
 from behest_lambda.routes import RELAY_FUNCTION, TOKEN_FUNCTION
-from devstack.behest_standin import Fault, StandinGateway
 from devstack.identity import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
+from devstack.standin import Fault, StandinGateway
 from tests.support import KID, PROJECT_ID, TENANT_ID, CapturedTelemetry, private_key, public_key, sign_env
 
 CHAT = "/v1/chat/completions"
@@ -166,7 +166,8 @@ def test_a_429_raises_rate_limit_error_carrying_retry_after(stack: Stack, standi
     assert caught.value.code == "rate_limited"
 
 
-@pytest.mark.parametrize(("status", "code"), [(402, "quota_exceeded"), (403, "forbidden"), (451, "pii_blocked")])
+@pytest.mark.parametrize(("status", "code"), [(400, "validation_error"), (402, "quota_exceeded"), (403, "forbidden"),
+                                            (404, "model_not_found"), (422, "validation_error"), (451, "pii_blocked")])
 def test_other_upstream_4xx_keep_their_status_and_code(
     stack: Stack, standin: StandinGateway, status: int, code: str
 ) -> None:
@@ -176,6 +177,41 @@ def test_other_upstream_4xx_keep_their_status_and_code(
         stack.client().chat.completions.create(messages=HI, model="m")
 
     assert (caught.value.status_code, caught.value.code) == (status, code)
+
+
+def test_behest_refusing_the_token_we_minted_is_a_502_that_names_the_kid_in_the_log_and_not_to_the_user(
+    stack: Stack, standin: StandinGateway,
+) -> None:
+    standin.unregister_key(KID)  # the likeliest cause: the kid was never registered at Behest
+    try:
+        with pytest.raises(openai.InternalServerError) as caught:
+            stack.client().chat.completions.create(messages=HI, model="m")
+    finally:
+        standin.register_key(KID, public_key("tenant"))
+
+    assert (caught.value.status_code, caught.value.code) == (502, "upstream_auth_failed")
+    for word in ("key", "kid", "token", KID):
+        assert word not in caught.value.message.lower()
+    [logged] = [r for r in stack.telemetry.logs() if r["message"] == "Behest refused this deployment's credentials"]
+    assert logged["level"] == "ERROR" and logged["kid"] == KID and "signed" in logged["refused"]
+    assert (logged["upstream_status"], logged["upstream_code"]) == (401, "invalid_token")
+    causes = " ".join(logged["likely_causes"])
+    assert "not registered" in causes and "clock skew" in causes and "rotated" in causes
+    assert "eyJ" not in stack.telemetry.text()
+    stack.telemetry.flush()
+    [emf] = [r["_aws"]["CloudWatchMetrics"][0] for r in stack.telemetry.records
+             if "_aws" in r and "UpstreamAuthFailed" in r]
+    assert emf["Dimensions"] == [["service"]]  # as template.yaml's UpstreamAuthFailedAlarm reads it
+
+
+@pytest.mark.parametrize("code", ["invalid_token", "token_expired"])
+def test_a_403_refusing_the_token_itself_is_a_502_too(stack: Stack, standin: StandinGateway, code: str) -> None:
+    standin.inject(Fault("status", status=403, code=code, path="chat"))
+
+    with pytest.raises(openai.InternalServerError) as caught:
+        stack.client().chat.completions.create(messages=HI, model="m")
+
+    assert (caught.value.status_code, caught.value.code) == (502, "upstream_auth_failed")
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
@@ -288,6 +324,40 @@ def test_api_key_mode_reuses_a_fresh_token_per_user_and_session(identity_provide
         mints = [r.body["user_id"] for r in standin.requests if r.path == "/v1/auth/mint"]
         assert mints == ["dave", "erin", "dave"]
         assert_every_upstream_request_was_for_each_caller(standin)
+
+
+def test_api_key_mode_drops_a_token_behest_refused_and_mints_afresh(identity_provider: LocalIdentityProvider,
+                                                                    standin: StandinGateway) -> None:
+    env = {"BEHEST_KEY": API_KEY, "BEHEST_KID": "", "BEHEST_TENANT_ID": "", "BEHEST_PROJECT_ID": ""}
+    for stack in make_stack(identity_provider, standin, **env):
+        fay = stack.client("fay")
+        fay.chat.completions.create(messages=HI, model="m")
+        standin.inject(Fault("status", status=401, code="invalid_token", path="chat"))
+        with pytest.raises(openai.InternalServerError):
+            fay.chat.completions.create(messages=HI, model="m")
+        fay.chat.completions.create(messages=HI, model="m")
+
+        # The refused token is not reused: the request after the refusal mints again.
+        assert [r.path for r in standin.requests] == ["/v1/auth/mint", CHAT, CHAT, "/v1/auth/mint", CHAT]
+        [logged] = [r for r in stack.telemetry.logs() if r["message"] == "Behest refused this deployment's credentials"]
+        assert "kid" not in logged and "clock skew" in " ".join(logged["likely_causes"])
+        assert "API key" in " ".join(logged["likely_causes"])
+
+
+def test_api_key_mode_behest_refusing_the_api_key_is_a_502_the_operator_is_told_about(
+    identity_provider: LocalIdentityProvider, standin: StandinGateway,
+) -> None:
+    env = {"BEHEST_KEY": API_KEY, "BEHEST_KID": "", "BEHEST_TENANT_ID": "", "BEHEST_PROJECT_ID": ""}
+    for stack in make_stack(identity_provider, standin, **env):
+        standin.inject(Fault("status", status=401, code="invalid_api_key", path="mint"))
+
+        with pytest.raises(openai.InternalServerError) as caught:
+            stack.client("gus").chat.completions.create(messages=HI, model="m")
+
+        assert (caught.value.status_code, caught.value.code) == (502, "upstream_auth_failed")
+        assert "key" not in caught.value.message.lower()
+        [logged] = [r for r in stack.telemetry.logs() if r["message"] == "Behest refused this deployment's credentials"]
+        assert "API key" in logged["refused"] and logged["upstream_code"] == "invalid_api_key"
 
 
 def test_sign_mode_mints_a_fresh_token_for_every_request(stack: Stack, standin: StandinGateway) -> None:

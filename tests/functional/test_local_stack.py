@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from devstack.stack import python_example, shell_example
 from tests.support import ROOT
 
 
@@ -144,6 +146,48 @@ def test_the_banner_shows_the_new_routes_with_examples(dev_stack: Any) -> None:
         assert route in banner
     for example in ("client.models.list()", "client.embeddings.create(", "client.responses.create("):
         assert example in banner
+
+
+def banner_block(banner: str, header: str) -> str:
+    """The example the banner prints under the line starting `header`, up to the blank line before the next part."""
+    after = banner[banner.index(header):].split("\n", 1)[1]
+    return after[:after.index("\n\nCtrl-C") if header.startswith("Python") else after.index("\n\n")] + "\n"
+
+
+def test_the_banners_python_example_runs_pasted_into_the_interactive_interpreter(dev_stack: Any) -> None:
+    _, urls = dev_stack
+    snippet = banner_block(urls["banner"], "Python, with the OpenAI SDK")
+
+    # Piped into `python -i`, as into a terminal's python3: a paste the interactive interpreter refuses fails here.
+    pasted = subprocess.run([sys.executable, "-i", "-q"], input=snippet, capture_output=True, text=True, timeout=60,
+                            check=False)
+
+    assert "Error" not in pasted.stderr and "Traceback" not in pasted.stderr, pasted.stderr
+    assert pasted.stdout.splitlines() == [
+        "['behest-default', 'behest-mini', 'behest-embed']", "16", "Hello ada! You said: hi",
+        "Hello ada! You said: hi", "Hello ada! You said: hi"]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs curl and bash")
+def test_the_banners_shell_example_prints_each_answer_on_its_own_line(dev_stack: Any) -> None:
+    _, urls = dev_stack
+    script = banner_block(urls["banner"], "Try it in a shell")
+
+    ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+
+    lines = [line for line in ran.stdout.splitlines() if line]
+    whole = [json.loads(line) for line in lines[:5]]  # mint, chat, models, embeddings, responses: one line each
+    assert set(whole[0]) == {"token", "ttl", "sessionId", "expiresAt"}
+    assert whole[1]["object"] == "chat.completion" and whole[4]["object"] == "response"
+    assert lines[5].startswith("data: {") and lines[-1].startswith("data: {")
+
+
+def test_the_readme_shows_the_banners_examples_for_the_default_ports() -> None:
+    readme = (ROOT / "README.md").read_text()
+    api, idp, stream = "http://127.0.0.1:3000", "http://127.0.0.1:3100", "http://127.0.0.1:3001"
+
+    assert f"```sh\n{shell_example(api, idp, stream)}```" in readme
+    assert f"```python\n{python_example(idp, stream)}```" in readme
 
 
 def test_malformed_http_to_the_dev_stacks_api_gets_json_not_a_traceback(dev_stack: Any) -> None:

@@ -42,6 +42,8 @@ UPSTREAM_CALLS = {
     "openai.responses.create": [("POST", "/v1/responses")],
     "openai.responses.stream": [("POST", "/v1/responses")],
     "openai.chat.stream": [("POST", "/v1/chat/completions")],
+    "openai.responses.broken-stream": [("POST", "/v1/responses")],
+    "openai.chat.broken-stream": [("POST", "/v1/chat/completions")],
     "openai.rate-limit.models": [("GET", "/v1/models")],
     "openai.rate-limit.embeddings": [("POST", "/v1/embeddings")],
     "openai.rate-limit.responses": [("POST", "/v1/responses")],
@@ -50,6 +52,10 @@ UPSTREAM_CALLS = {
     "ai.responses.streamText": [("POST", "/v1/responses")],
     "ai.chat.generateText": [("POST", "/v1/chat/completions")],
     "ai.chat.streamText": [("POST", "/v1/chat/completions")],
+    "ai.responses.broken-stream": [("POST", "/v1/responses")],
+    "ai.chat.broken-stream": [("POST", "/v1/chat/completions")],
+    "ai.completion.generateText": [("POST", "/v1/completions")],
+    "ai.completion.streamText": [("POST", "/v1/completions")],
     "ai.rate-limit.responses": [("POST", "/v1/responses")],
     "ai.rate-limit.chat": [("POST", "/v1/chat/completions")],
     "ai.rate-limit.responses-stream": [("POST", "/v1/responses")],
@@ -230,6 +236,53 @@ def text_arrivals(result: dict[str, Any], kind: str) -> list[float]:
     arrivals = [a["at"] for a in result["arrivals"] if a["type"] == kind and a["delta"]]
     assert len(arrivals) == len(LONG_ANSWER.split(" "))
     return arrivals
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_the_ai_sdks_completion_model_gets_legacy_completions_whole_and_streamed(run: NodeRun, front: str) -> None:
+    whole = run.result(front, "ai.completion.generateText")
+    streamed = run.result(front, "ai.completion.streamText")
+    sent = run.upstream_of(whole)[0]["body"]
+
+    # The AI SDK writes the prompt as a transcript; the stand-in echoes what it was sent.
+    assert whole["text"] == f"Hello {USER}! You said: {sent['prompt']}" and whole["finish_reason"] == "stop"
+    assert whole["usage"]["outputTokens"] == len(whole["text"].split())
+    assert streamed["error"] is None and streamed["text"].startswith(f"Hello {USER}! You said:")
+    assert run.upstream_of(streamed)[0]["body"]["stream_options"] == {"include_usage": True}
+
+
+BROKE_OFF = "Behest's stream broke off"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_openai_node_reads_a_broken_responses_stream_as_its_error_event_with_the_real_message(
+    run: NodeRun, front: str,
+) -> None:
+    result = run.result(front, "openai.responses.broken-stream")
+    *passed, last = result["events"]
+
+    assert result["error"] is None
+    assert [e["type"] for e in passed] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert (last["type"], last["code"], last["sequence_number"]) == ("error", "upstream_error", 3)
+    assert last["message"].startswith(BROKE_OFF)
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_openai_node_raises_the_real_message_when_a_chat_stream_breaks(run: NodeRun, front: str) -> None:
+    error = run.result(front, "openai.chat.broken-stream")["error"]
+
+    assert error["class"] == "APIError" and error["message"].startswith(BROKE_OFF)
+    assert error["code"] == "upstream_error"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("scenario", ["ai.responses.broken-stream", "ai.chat.broken-stream"])
+def test_the_ai_sdk_reports_a_broken_stream_with_the_real_message_not_a_schema_error(
+    run: NodeRun, front: str, scenario: str,
+) -> None:
+    error = run.result(front, scenario)["error"]
+
+    assert error is not None and error["message"].startswith(BROKE_OFF), error
 
 
 @pytest.mark.parametrize("front", FRONTS)

@@ -129,7 +129,7 @@ def streamed_response_arrivals(dev: DevProcess, front: str) -> list[tuple[str, f
 @pytest.mark.parametrize(
     ("fault", "error", "status"),
     [({"kind": "status", "status": 429, "retry_after": 7}, openai.RateLimitError, 429),
-     ({"kind": "status", "status": 401, "code": "invalid_token"}, openai.AuthenticationError, 401),
+     ({"kind": "status", "status": 401, "code": "invalid_token"}, openai.InternalServerError, 502),
      ({"kind": "status", "status": 503, "retry_after": 9}, openai.InternalServerError, 503),
      ({"kind": "status", "status": 503}, openai.InternalServerError, 502),
      ({"kind": "status", "status": 500}, openai.InternalServerError, 502)],
@@ -248,3 +248,92 @@ def test_base64_embeddings_decode_to_the_same_vector_as_floats(dev: DevProcess) 
 
     decoded = array.array("f", base64.b64decode(vectors[1])).tolist()
     assert decoded == pytest.approx(vectors[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_broken_responses_stream_ends_with_a_responses_error_event_that_openai_py_reads_as_one(
+    dev: DevProcess, front: str,
+) -> None:
+    control(dev, "POST", "/_standin/faults", {"kind": "reset_after", "chunks": 3, "path": "responses"})
+
+    with client(dev, front).responses.create(model="behest-default", input="a b c", stream=True) as stream:
+        events = list(stream)
+
+    *passed, last = events
+    assert [e.type for e in passed] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert last.type == "error" and last.code == "upstream_error"  # type: ignore[union-attr]
+    assert last.message.startswith("Behest's stream broke off")  # type: ignore[union-attr]
+    assert last.sequence_number == passed[-1].sequence_number + 1
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_broken_chat_stream_still_ends_with_the_error_frame_openai_py_raises(dev: DevProcess, front: str) -> None:
+    control(dev, "POST", "/_standin/faults", {"kind": "reset_after", "chunks": 2, "path": "chat"})
+
+    with pytest.raises(openai.APIError) as caught:
+        for _ in client(dev, front).chat.completions.create(model="m", messages=HI, stream=True):  # type: ignore[arg-type]
+            pass
+
+    assert caught.value.message.startswith("Behest's stream broke off")
+    assert caught.value.code == "upstream_error"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_legacy_completions_come_back_whole_and_streamed_with_chats_policy_and_usage_records(
+    dev: DevProcess, front: str,
+) -> None:
+    sdk = client(dev, front, "lin")
+    before = len(dev.records("usage"))
+
+    whole = sdk.completions.create(model="behest-default", prompt="tell me", user="mallory", max_tokens=10**7)
+    sent = last_upstream(dev, "/v1/completions")
+    chunks = list(sdk.completions.create(model="behest-default", prompt="one two three", stream=True))
+    streamed_sent = last_upstream(dev, "/v1/completions")
+
+    assert whole.object == "text_completion" and whole.choices[0].text == "Hello lin! You said: tell me"
+    assert (sent["body"]["user"], sent["body"]["max_tokens"], sent["claims"]["uid"]) == ("lin", 4096, "lin")
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "Hello lin! You said: one two three"
+    assert all(c.usage is None for c in chunks)  # the client did not ask for the usage chunk
+    assert streamed_sent["body"]["stream_options"] == {"include_usage": True}  # but Behest was asked
+    records = [r for r in usage_records(dev, before, 2) if r["user_id"] == "lin"]
+    assert [(r["route"], r["streamed"], r["input_tokens"], r["output_tokens"]) for r in records] == [
+        ("completions", False, whole.usage.prompt_tokens, whole.usage.completion_tokens),  # type: ignore[union-attr]
+        ("completions", True, 3, 7)]
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_legacy_completions_refuse_what_chat_refuses(dev: DevProcess, front: str) -> None:
+    sdk = client(dev, front)
+
+    with pytest.raises(openai.BadRequestError) as too_many:
+        sdk.completions.create(model="behest-default", prompt="x", n=99)
+    with pytest.raises(openai.BadRequestError) as no_prompt:
+        sdk.completions.create(model="behest-default", prompt=[])
+
+    assert too_many.value.code == "n_too_large" and no_prompt.value.code == "invalid_request"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_each_users_prompt_cache_key_reaches_behest_in_that_users_own_namespace(dev: DevProcess, front: str) -> None:
+    sent: dict[str, list[str]] = {}
+    for user in ("ada", "bea", "ada"):
+        sdk = client(dev, front, user)
+        sdk.chat.completions.create(model="m", messages=HI, prompt_cache_key="shared")  # type: ignore[arg-type]
+        sent.setdefault(user, []).append(last_upstream(dev, "/v1/chat/completions")["body"]["prompt_cache_key"])
+        sdk.responses.create(model="behest-default", input="hi", prompt_cache_key="shared")
+        sent[user].append(last_upstream(dev, "/v1/responses")["body"]["prompt_cache_key"])
+
+    ada, bea = set(sent["ada"]), set(sent["bea"])
+    assert len(ada) == len(bea) == 1 and ada != bea  # stable per user, never shared between users
+    assert all(key.endswith(".shared") and len(key) <= 64 for key in ada | bea)
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_costlier_service_tier_is_refused_before_behest_is_asked(dev: DevProcess, front: str) -> None:
+    before = len(dev.standin_requests())
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(dev, front).responses.create(model="behest-default", input="hi", service_tier="priority")
+
+    assert caught.value.code == "service_tier_not_allowed"
+    assert len(dev.standin_requests()) == before

@@ -929,3 +929,32 @@ def test_every_route_is_recorded_in_the_control_endpoint(gateway: StandinGateway
     assert [(r["method"], r["path"], r["claims"]["uid"]) for r in recorded] == [
         ("GET", "/v1/models", "alice"), ("POST", "/v1/embeddings", "alice"), ("POST", "/v1/responses", "alice"),
         ("POST", CHAT, "alice")]
+
+
+def test_legacy_completions_answer_every_prompt_n_times_whole_and_streamed_with_usage(
+    gateway: StandinGateway, token: str,
+) -> None:
+    asked = {"model": "behest-mini", "prompt": ["hi there", [1, 2, 3]], "n": 2}
+
+    whole = call(gateway, "/v1/completions", asked, bearer=token).json()
+    streamed = call(gateway, "/v1/completions", {**asked, "stream": True, "stream_options": {"include_usage": True}},
+                    bearer=token)
+    events = [line.removeprefix(b"data: ") for line in streamed.body.split(b"\n\n") if line.startswith(b"data: ")]
+    chunks = [json.loads(event) for event in events[:-1]]
+
+    assert (whole["object"], whole["model"]) == ("text_completion", "behest-mini")
+    texts = ["Hello alice! You said: hi there"] * 2 + ["Hello alice! You said: 1 2 3"] * 2
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in whole["choices"]] == [
+        (index, text, "stop") for index, text in enumerate(texts)]
+    assert whole["usage"] == {"prompt_tokens": 5, "completion_tokens": 26, "total_tokens": 31}
+    assert events[-1] == b"[DONE]" and chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]
+    for index, text in enumerate(texts):
+        assert "".join(c["choices"][0]["text"] for c in chunks[:-1] if c["choices"][0]["index"] == index) == text
+    assert gateway.last_usage == whole["usage"]
+
+
+@pytest.mark.parametrize("body", [{}, {"prompt": []}, {"prompt": [[]]}, {"prompt": "x", "n": 0}, {"prompt": 7}])
+def test_a_malformed_completions_request_is_a_400(gateway: StandinGateway, token: str, body: dict[str, Any]) -> None:
+    reply = call(gateway, "/v1/completions", body, bearer=token)
+
+    assert (reply.status, reply.error_code) == (400, "validation_error")

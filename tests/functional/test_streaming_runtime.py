@@ -27,8 +27,8 @@ from behest_lambda.errors import UpstreamError, sse_error_event
 from behest_lambda.relay import sse_events
 from behest_lambda.stream_handler import AnswerBody, StreamFunction
 from behest_lambda.stream_runtime import RuntimeApi, serve
-from devstack.behest_standin import Fault, StandinGateway
 from devstack.identity import LocalIdentityProvider
+from devstack.standin import Fault, StandinGateway
 from devstack.stream_url import StreamFunctionUrl
 from tests.runtime_emulator import DELIMITER, RecordedResponse, RuntimeEmulator
 from tests.support import ROOT, CapturedTelemetry, load_event, private_key, sign_env

@@ -28,6 +28,8 @@ const CALL_TIMEOUT_MS = 20_000;
 // plainly told apart from a buffered one.
 const LONG_PROMPT = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen";
 const RATE_LIMIT = { kind: "status", status: 429, retry_after: 7 };
+// Behest resets the connection after three stream events: the relay ends the stream with an error event.
+const BROKEN_STREAM = { kind: "reset_after", chunks: 3 };
 
 // Function calling and structured output: two tools (called in parallel on a first turn), one model for parsing.
 const ASK = "weather and time in Oslo";
@@ -148,6 +150,17 @@ function rateLimited(route, call) {
   return (ctx) => withFault(ctx, { ...RATE_LIMIT, path: route }, () => expectError(() => call(ctx)));
 }
 
+/** Every event of an openai-node stream, and what it threw, if it threw. */
+async function openaiEvents(stream) {
+  const events = [];
+  try {
+    for await (const event of stream) events.push(event);
+  } catch (error) {
+    return { events, error: described(error) };
+  }
+  return { events, error: null };
+}
+
 async function openaiStreamArrivals(stream, textOf) {
   const arrivals = [];
   let text = "";
@@ -245,6 +258,13 @@ const SCENARIOS = {
     });
     return openaiStreamArrivals(stream, (chunk) => chunk.choices[0]?.delta?.content ?? null);
   },
+  "openai.responses.broken-stream": async (ctx) =>
+    withFault(ctx, { ...BROKEN_STREAM, path: "responses" },
+      async () => openaiEvents(await ctx.sdk.responses.create({ model: MODEL, input: "x", stream: true }))),
+  "openai.chat.broken-stream": async (ctx) =>
+    withFault(ctx, { ...BROKEN_STREAM, path: "chat" }, async () => openaiEvents(await ctx.sdk.chat.completions.create({
+      model: MODEL, messages: [{ role: "user", content: LONG_PROMPT }], stream: true,
+    }))),
   "openai.chat.tools": async ({ sdk }) => {
     const first = await sdk.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: ASK }],
       tools: CHAT_TOOLS });
@@ -296,6 +316,17 @@ const SCENARIOS = {
     vercelStreamArrivals(streamText({
       model: ai.chat(MODEL), prompt: LONG_PROMPT, providerOptions: SPOOFED, ...streamedOnce(),
     })),
+  "ai.responses.broken-stream": async (ctx) =>
+    withFault(ctx, { ...BROKEN_STREAM, path: "responses" },
+      () => vercelStreamArrivals(streamText({ model: ctx.ai(MODEL), prompt: "x", ...streamedOnce() }))),
+  "ai.chat.broken-stream": async (ctx) =>
+    withFault(ctx, { ...BROKEN_STREAM, path: "chat" },
+      () => vercelStreamArrivals(streamText({ model: ctx.ai.chat(MODEL), prompt: LONG_PROMPT, ...streamedOnce() }))),
+  // Legacy completions (POST /v1/completions), the AI SDK's `.completion()` model.
+  "ai.completion.generateText": async ({ ai }) =>
+    generated(await generateText({ model: ai.completion(MODEL), prompt: "hi there", ...once() })),
+  "ai.completion.streamText": async ({ ai }) =>
+    vercelStreamArrivals(streamText({ model: ai.completion(MODEL), prompt: LONG_PROMPT, ...streamedOnce() })),
   "ai.responses.tools.generateText": async ({ ai }) => aiToolsGenerated(ai(MODEL)),
   "ai.responses.tools.streamText": async ({ ai }) => aiToolsStreamed(ai(MODEL)),
   "ai.chat.tools.generateText": async ({ ai }) => aiToolsGenerated(ai.chat(MODEL)),

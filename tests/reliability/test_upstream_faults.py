@@ -48,9 +48,14 @@ class Case:
 
 
 CASES = [
-    Case("401 invalid_token", Fault("status", status=401, code="invalid_token", path="chat"), 401, "invalid_token"),
-    Case("401 on a stream", Fault("status", status=401, code="invalid_token", path="chat"), 401, "invalid_token",
-         stream=True),
+    # Behest refusing the token we minted is the deployment's fault: never the caller's 401.
+    Case("401 invalid_token", Fault("status", status=401, code="invalid_token", path="chat"), 502,
+         "upstream_auth_failed"),
+    Case("401 on a stream", Fault("status", status=401, code="invalid_token", path="chat"), 502,
+         "upstream_auth_failed", stream=True),
+    Case("403 token_expired", Fault("status", status=403, code="token_expired", path="chat"), 502,
+         "upstream_auth_failed"),
+    Case("403 forbidden", Fault("status", status=403, code="forbidden", path="chat"), 403, "forbidden"),
     Case("429 Retry-After 7", Fault("status", status=429, retry_after=7, path="chat"), 429, "rate_limited",
          retry_after="7"),
     *[Case(f"{s} from Behest", Fault("status", status=s, path="chat"), 502, "upstream_error") for s in (500, 502, 503, 504)],
@@ -78,7 +83,9 @@ CASES = [
     *[Case(f"mint: {name}", fault, status, code, route=route, timeout=timeout, retry_after=retry_after)
       for route in ("relay-api-key", "token-api-key")
       for name, fault, status, code, timeout, retry_after in (
-          ("401", Fault("status", status=401, path="mint"), 502, "upstream_error", None, None),
+          # Behest refusing the deployment's own API key is the deployment's fault, as a refused token is.
+          ("401", Fault("status", status=401, path="mint"), 502, "upstream_auth_failed", None, None),
+          ("403", Fault("status", status=403, path="mint"), 502, "upstream_auth_failed", None, None),
           ("429", Fault("status", status=429, retry_after=3, path="mint"), 429, "rate_limited", None, "3"),
           ("500", Fault("status", status=500, path="mint"), 502, "upstream_error", None, None),
           ("slow past the mint timeout", Fault("delay", seconds=5, path="mint"), 504, "upstream_timeout",

@@ -86,3 +86,34 @@ def test_bytecode_for_another_python_version_is_refused_with_the_interpreter_to_
     with pytest.raises(SystemExit, match=f"run it with python{other}"):
         build.build(tmp_path / "x", platform="host", python_version=other)
     assert not (tmp_path / "x").exists()
+
+
+def wheel_with_a_console_script(directory: Path) -> Path:
+    """A minimal wheel, made here (tests stay off the network), whose install writes bin/demo-tool as pip does."""
+    import zipfile
+
+    path = directory / "demo_tool-1.0-py3-none-any.whl"
+    files = {
+        "demo_tool/__init__.py": "def main() -> None:\n    print('demo')\n",
+        "demo_tool-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: demo-tool\nVersion: 1.0\n",
+        "demo_tool-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        "demo_tool-1.0.dist-info/entry_points.txt": "[console_scripts]\ndemo-tool = demo_tool:main\n",
+    }
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+        wheel.writestr("demo_tool-1.0.dist-info/RECORD", "".join(f"{name},,\n" for name in files)
+                       + "demo_tool-1.0.dist-info/RECORD,,\n")
+    return path
+
+
+def test_pips_console_scripts_are_not_shipped(tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"{wheel_with_a_console_script(tmp_path)}\n")
+    target = tmp_path / "artifacts"
+
+    build.build(target, platform="host", python_version=HOST_PYTHON, requirements=requirements)
+
+    # Scripts pip writes for the build machine's interpreter: nothing on Lambda runs them.
+    assert not (target / "bin").exists()
+    assert (target / "demo_tool" / "__init__.py").is_file() and (target / "behest_lambda").is_dir()

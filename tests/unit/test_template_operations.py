@@ -38,6 +38,7 @@ DIMENSIONS = {
     "InputTokens": {"service", "route", "model"},
     "OutputTokens": {"service", "route", "model"},
     "UpstreamErrors": {"service", "route"},
+    "UpstreamAuthFailed": {"service"},
 }
 USAGE_FIELDS = {
     "user_id", "caller", "session_id", "tier", "route", "model_requested", "model", "input_tokens", "output_tokens",
@@ -339,7 +340,7 @@ def test_the_api_5xx_alarm_watches_the_http_api(resources: dict[str, Any]) -> No
 
 def test_every_alarm_notifies_the_optional_topic_both_ways(sam: dict[str, Any], resources: dict[str, Any]) -> None:
     alarms = _alarms(resources)
-    assert len(alarms) == 14
+    assert len(alarms) == 15
     assert sam["Parameters"]["AlarmTopicArn"]["Default"] == ""
     topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
 
@@ -370,6 +371,14 @@ def test_the_signing_key_alarm_sums_refusals_for_an_unavailable_key_from_every_s
         assert _dimensions(metric)["code"] == "signing_key_unavailable"
     returned = [q for q in alarm["Metrics"] if q["ReturnData"]]
     assert len(returned) == 1 and all(f"FILL({i}, 0)" in returned[0]["Expression"] for i in metrics)
+
+
+def test_behest_refusing_our_own_tokens_fires_an_alarm_at_the_first_refusal(resources: dict[str, Any]) -> None:
+    alarm = _alarms(resources)["UpstreamAuthFailedAlarm"]
+    [query] = alarm["Metrics"]
+
+    assert "SUM(UpstreamAuthFailed)" in query["Expression"]["Fn::Sub"]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
 
 
 def test_the_key_refresh_alarm_counts_every_failure_reason(resources: dict[str, Any]) -> None:
