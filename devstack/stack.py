@@ -40,7 +40,7 @@ from behest_lambda.routes import (
 )
 from behest_lambda.settings import AUTH_JWT_SECRET
 from behest_lambda.telemetry import Telemetry
-from devstack.iam_url import DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS, IamFunctionUrl
+from devstack.iam_url import DEV_REGION, DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS, IamFunctionUrl
 from devstack.identity import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
 from devstack.standin import StandinGateway
@@ -289,23 +289,12 @@ Identity provider ({self.idp}, as {shape.docs} describes it):
 Try it in a shell (every answer on its own line):
 {shell_example(api, idp, stream)}
 {self._cookie_example()}
-Server-to-server: a trusted backend's role signs with SigV4 and names the user per request. The dev credentials
-below are a session of {trusted.role_arn} (listed in BEHEST_TRUSTED_ROLE_ARNS); a session of
-{untrusted.role_arn} (not listed: 403 caller_not_trusted) is {untrusted.access_key} / {untrusted.secret_key} /
-{untrusted.session_token}. In a shell:
-export AWS_ACCESS_KEY_ID={trusted.access_key} AWS_SECRET_ACCESS_KEY={trusted.secret_key} \\
-       AWS_SESSION_TOKEN={trusted.session_token} AWS_REGION=us-east-1
-then, from the repository's root, in .venv/bin/python:
-import sys
-sys.path.insert(0, "client/python")
-from openai import DefaultHttpxClient, OpenAI
-from behest_sigv4 import SigV4Auth, for_user
-client = OpenAI(base_url="{service}/v1", api_key="unused", http_client=DefaultHttpxClient(auth=SigV4Auth()))
-print(client.responses.create(model="behest-default", input="hi", extra_headers=for_user("ada")).output_text)
-
+Server-to-server, signed with SigV4 by a session of {trusted.role_arn} (listed in
+BEHEST_TRUSTED_ROLE_ARNS; the session {untrusted.access_key} / {untrusted.secret_key} /
+{untrusted.session_token} of {untrusted.role_arn}, not listed, gets 403), from the repository's root:
+{service_example(service)}
 Python, with the OpenAI SDK (.venv/bin/python has it): paste into python3 as it is, or save and run:
 {python_example(idp, stream)}
-
 Ctrl-C stops everything.
 """
 
@@ -328,6 +317,24 @@ curl -sN {stream}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
 curl -sN {stream}/v1/responses -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d '{{"stream": true, "input": "hi"}}'
 """
+
+def service_example(service: str) -> str:
+    """Shell lines that sign as the dev stack's trusted role and ask for two users in turn, pasteable as they are."""
+    trusted = DEV_TRUSTED_CREDENTIALS
+    return f"""\
+export AWS_ACCESS_KEY_ID={trusted.access_key} AWS_SECRET_ACCESS_KEY={trusted.secret_key} \\
+       AWS_SESSION_TOKEN={trusted.session_token} AWS_REGION={DEV_REGION}
+.venv/bin/python - <<'EOF'
+import sys
+sys.path.insert(0, "client/python")
+from behest_sigv4 import SigV4Auth, for_user
+from openai import DefaultHttpxClient, OpenAI
+client = OpenAI(base_url="{service}/v1", api_key="unused", http_client=DefaultHttpxClient(auth=SigV4Auth()))
+for user in ("ada", "bob"):
+    print(client.responses.create(model="behest-default", input="hi", extra_headers=for_user(user)).output_text)
+EOF
+"""
+
 
 def python_example(idp: str, stream: str) -> str:
     """A Python session that signs in as a dev user and uses the streaming relay, pasteable into python3 as it is.
