@@ -203,13 +203,9 @@ class DevStack:
         assert self.api and self.identity
         if not self.identity.cookie_name:
             return ""
-        api, idp = self.api.url, self.identity.url
         return f"""By the {self.identity.cookie_name} session cookie (as the provider's browser SDK writes it; its Origin
 must be allowed):
-COOKIE=$(curl -s -X POST {idp}/token -d '{{"user": "ada", "plan": "pro"}}' | python3 -c \\
-         'import json, sys; print("; ".join(c["name"] + "=" + c["value"] for c in json.load(sys.stdin)["cookies"]))')
-curl -s -X POST {api}/api/behest/token -H "Cookie: $COOKIE" -H 'Origin: {api}'; echo
-"""
+{cookie_example(self.api.url, self.identity.url)}"""
 
     def _hs256(self) -> str:
         return ", legacy HS256 secret" if self.legacy_secret else ""
@@ -266,7 +262,7 @@ Identity provider ({self.idp}, as {shape.docs} describes it):
 Try it in a shell (every answer on its own line):
 {shell_example(api, idp, stream)}
 {self._cookie_example()}
-Python, with the OpenAI SDK (.venv/bin/python has it): paste into python3 as it is, or save and run:
+Python, with the OpenAI SDK: paste into .venv/bin/python (it has the SDK) as it is, or save and run it:
 {python_example(idp, stream)}
 Ctrl-C stops everything.
 """
@@ -290,6 +286,16 @@ curl -sN {stream}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
 curl -sN {stream}/v1/responses -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d '{{"stream": true, "input": "hi"}}'
 """
+
+
+def cookie_example(api: str, idp: str) -> str:
+    """Shell lines that sign in, keep the session cookie(s) the provider's browser SDK would write, and mint with them."""
+    return f"""\
+COOKIE=$(curl -s -X POST {idp}/token -d '{{"user": "ada", "plan": "pro"}}' | python3 -c \\
+         'import json, sys; print("; ".join(c["name"] + "=" + c["value"] for c in json.load(sys.stdin)["cookies"]))')
+curl -s -X POST {api}/api/behest/token -H "Cookie: $COOKIE" -H 'Origin: {api}'; echo
+"""
+
 
 def python_example(idp: str, stream: str) -> str:
     """A Python session that signs in as a dev user and uses the streaming relay, pasteable into python3 as it is.

@@ -17,7 +17,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from devstack.stack import python_example, shell_example
+from devstack.stack import cookie_example, python_example, shell_example
+from tests.dev_process import DevProcess
 from tests.support import ROOT
 
 
@@ -188,6 +189,21 @@ def test_the_readme_shows_the_banners_examples_for_the_default_ports() -> None:
 
     assert f"```sh\n{shell_example(api, idp, stream)}```" in readme
     assert f"```python\n{python_example(idp, stream)}```" in readme
+    assert cookie_example(api, idp) in readme
+
+
+@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs curl and bash")
+@pytest.mark.parametrize("idp", ["clerk", "supabase"])
+def test_the_banners_cookie_example_mints_with_the_providers_session_cookie(idp: str) -> None:
+    stack = DevProcess("--idp", idp)
+    try:
+        script = banner_block(stack.banner, "By the ").split("must be allowed):\n", 1)[1]
+
+        ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        stack.stop()
+
+    assert set(json.loads(ran.stdout)) == {"token", "ttl", "sessionId", "expiresAt"}, ran.stdout + ran.stderr
 
 
 def test_malformed_http_to_the_dev_stacks_api_gets_json_not_a_traceback(dev_stack: Any) -> None:

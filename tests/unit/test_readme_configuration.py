@@ -95,3 +95,12 @@ def test_the_readme_names_no_template_parameter_that_does_not_exist() -> None:
              for name in re.findall(r"`([A-Z][a-z]+(?:[A-Z][a-z0-9]*)+)`", row.split(" | ")[1])}
 
     assert named and named <= set(TEMPLATE["Parameters"])
+
+
+def test_each_sam_local_invoke_line_names_a_function_of_the_template_and_an_event_that_exists() -> None:
+    invocations = re.findall(r"^sam local invoke (\w+) -e (\S+) --env-vars env\.json", README, re.M)
+
+    assert len(invocations) >= 5
+    assert [(function, event) for function, event in invocations
+            if TEMPLATE["Resources"].get(function, {}).get("Type") != "AWS::Serverless::Function"
+            or not (ROOT / event).is_file()] == []
