@@ -281,6 +281,8 @@ curl -s {api}/v1/embeddings -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d '{{"input": "hello", "encoding_format": "float"}}'; echo
 curl -s {api}/v1/responses -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d '{{"input": "hi"}}'; echo
+curl -s {api}/v1/completions -H "Authorization: Bearer $TOKEN" \\
+     -H 'Content-Type: application/json' -d '{{"prompt": "hi"}}'; echo
 curl -sN {stream}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d '{{"stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
 curl -sN {stream}/v1/responses -H "Authorization: Bearer $TOKEN" \\

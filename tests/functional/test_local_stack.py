@@ -177,10 +177,11 @@ def test_the_banners_shell_example_prints_each_answer_on_its_own_line(dev_stack:
     ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
 
     lines = [line for line in ran.stdout.splitlines() if line]
-    whole = [json.loads(line) for line in lines[:5]]  # mint, chat, models, embeddings, responses: one line each
+    whole = [json.loads(line) for line in lines[:6]]  # mint, chat, models, embeddings, responses, completions
     assert set(whole[0]) == {"token", "ttl", "sessionId", "expiresAt"}
     assert whole[1]["object"] == "chat.completion" and whole[4]["object"] == "response"
-    assert lines[5].startswith("data: {") and lines[-1].startswith("data: {")
+    assert whole[5]["object"] == "text_completion"
+    assert lines[6].startswith("data: {") and lines[-1].startswith("data: {")
 
 
 def test_the_readme_shows_the_banners_examples_for_the_default_ports() -> None:
