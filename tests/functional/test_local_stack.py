@@ -227,3 +227,19 @@ def test_ctrl_c_stops_the_whole_stack_cleanly(dev_stack: Any) -> None:
     process.send_signal(signal.SIGINT)
 
     assert process.wait(timeout=15) == 0
+
+
+def test_a_taken_port_is_named_with_its_flag_when_the_stack_cannot_start() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        started = subprocess.run(
+            [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", str(port), "--identity-port", "0",
+             "--behest-port", "0", "--secrets-port", "0"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+    assert started.returncode == 1
+    assert f"port {port} (--stream-port) is taken" in started.stderr, started.stderr
+    assert "Traceback" not in started.stderr
