@@ -7,8 +7,10 @@ start of the streaming process against the buffered relay handler.
     buffered relay handler (whose first byte is its last). Interleaved request by request; medians.
 (b) Cold start, fresh process until one chat completion is answered: the streaming runtime
     (`python -m behest_lambda.stream_runtime`, and through `functions/stream-bootstrap`, measured
-    at the emulator: JWKS fetch and token check included) against the buffered relay handler
-    (spawn, import, handle one event) and a bare interpreter. Interleaved; medians.
+    at the emulator: JWKS fetch and token check included), the server-to-server function (the same
+    loop and wrapper with its Handler: Lambda's iam context and the user headers checked, no JWKS)
+    against the buffered relay handler (spawn, import, handle one event) and a bare interpreter.
+    Interleaved; medians.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ FUNCTIONS = ROOT / "functions"
 KID = "sk_bench"
 PACING = 0.05  # seconds between the stand-in's chunks: 7 chunks, about 0.3 s per answer
 MESSAGES = [{"role": "user", "content": "hi"}]
+SERVICE_HANDLER = "behest_lambda.stream_handler.service_handler"
+SERVICE_COLD = "server-to-server (stream-bootstrap)"
 
 SERVE_ONE_BUFFERED = """
 import json, sys
@@ -153,6 +157,13 @@ def time_to_first_byte(rounds: int = 12, warmup: int = 2) -> dict[str, dict[str,
             for name, values in samples.items()}
 
 
+def _service_event() -> dict[str, Any]:
+    """events/service_chat_completion.json, as Lambda hands it over once the signature has passed, not streamed."""
+    event = json.loads((ROOT / "events" / "service_chat_completion.json").read_text())
+    event["body"] = json.dumps({"model": "m", "stream": False, "messages": MESSAGES})
+    return event
+
+
 def _bench_identity() -> Any:
     from behest_lambda.identity import Identity
 
@@ -174,12 +185,18 @@ def cold_start(rounds: int = 12, warmup: int = 2) -> dict[str, float]:
         runtime_env = {**env, "AWS_LAMBDA_RUNTIME_API": emulator.address, "LAMBDA_TASK_ROOT": str(tree),
                        "POWERTOOLS_SERVICE_NAME": "behest-stream"}
         buffered_env = {**env, "POWERTOOLS_SERVICE_NAME": "behest-relay"}
+        # ServiceFunction as template.yaml sets it up: its Handler picks the function, no caller issuer.
+        service_env = {**{k: v for k, v in runtime_env.items() if not k.startswith("BEHEST_CALLER_")},
+                       "POWERTOOLS_SERVICE_NAME": "behest-service", "_HANDLER": SERVICE_HANDLER,
+                       "BEHEST_TRUSTED_ROLE_ARNS": "arn:aws:iam::123456789012:role/digest-worker"}
 
-        def runtime(argv: list[str]) -> Callable[[], float]:
+        def runtime(argv: list[str], function_env: dict[str, str] = runtime_env,
+                    event: Callable[[], dict[str, Any]] = lambda: _function_url_event(provider, False)
+                    ) -> Callable[[], float]:
             def run() -> float:
-                request_id = emulator.queue(_function_url_event(provider, False))
+                request_id = emulator.queue(event())
                 started = time.perf_counter()
-                process = subprocess.Popen(argv, env=runtime_env, stdout=subprocess.DEVNULL, cwd=tree)
+                process = subprocess.Popen(argv, env=function_env, stdout=subprocess.DEVNULL, cwd=tree)
                 try:
                     response = emulator.response(request_id, timeout=30)
                     elapsed = (time.perf_counter() - started) * 1000
@@ -198,6 +215,8 @@ def cold_start(rounds: int = 12, warmup: int = 2) -> dict[str, float]:
             "streaming runtime (python -m)": runtime([sys.executable, "-m", "behest_lambda.stream_runtime"]),
             "streaming runtime (stream-bootstrap)": runtime(
                 [str(tree / "stream-bootstrap"), sys.executable, "-m", "awslambdaric", "handler"]),
+            SERVICE_COLD: runtime([str(tree / "stream-bootstrap"), sys.executable, "-m", "awslambdaric", "handler"],
+                                  service_env, _service_event),
         }
         samples: dict[str, list[float]] = {name: [] for name in variants}
         for round_number in range(warmup + rounds):
@@ -236,7 +255,12 @@ def report(figures: dict[str, Any]) -> list[str]:
             ratio = ""
         lines.append(f"  {name:<38} {value:7.1f}   (+{value - bare:6.1f} over bare){ratio}")
     lines.append("  the streaming runtime also fetches the issuer's JWKS and verifies the caller's token itself")
-    lines.append("  (on Lambda, API Gateway's authorizer does that for the buffered route, outside the function).")
+    lines.append("  (on Lambda, API Gateway's authorizer does that for the buffered route, outside the function);")
+    lines.append("  the server-to-server function's SigV4 check is Lambda's, outside the function, as the authorizer's.")
+    stream_cold = cold["streaming runtime (stream-bootstrap)"]
+    lines.append(f"  server-to-server / streaming (both through stream-bootstrap): whole "
+                 f"{cold[SERVICE_COLD] / stream_cold:5.2f}x, above bare "
+                 f"{(cold[SERVICE_COLD] - bare) / (stream_cold - bare):5.2f}x")
     return lines
 
 
@@ -255,6 +279,9 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("cold start until one completion is answered: streaming function (stream-bootstrap, JWKS fetch and caller "
          "token check included) vs buffered relay handler", f"{stream_cold:.0f} ms vs {buffered_cold:.0f} ms",
          f"{stream_cold / buffered_cold:.2f}×", "—"),
+        ("cold start until one completion is answered: server-to-server function (stream-bootstrap, Lambda's iam "
+         "context and the user headers checked) vs streaming function", f"{cold[SERVICE_COLD]:.0f} ms vs "
+         f"{stream_cold:.0f} ms", f"{cold[SERVICE_COLD] / stream_cold:.2f}×", "—"),
     ]
 
 

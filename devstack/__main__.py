@@ -40,6 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--identity-port", type=int, default=Ports.identity)
     parser.add_argument("--behest-port", type=int, default=Ports.behest)
     parser.add_argument("--secrets-port", type=int, default=Ports.secrets)
+    parser.add_argument("--service-port", type=int, default=Ports.service, help="the server-to-server (IAM) URL")
     parser.add_argument("--chunk-delay", type=float, default=0.05, help="seconds between streamed chunks")
     parser.add_argument("--mode", choices=("sign", "api-key"), default="sign", help="tenant key kind in the secret")
     parser.add_argument("--allow-origin", action="append", default=[], help="another browser origin for CORS")
@@ -56,7 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())
-    ports = Ports(args.api_port, args.stream_port, args.identity_port, args.behest_port, args.secrets_port)
+    ports = Ports(args.api_port, args.stream_port, args.identity_port, args.behest_port, args.secrets_port,
+                  args.service_port)
     try:
         stack = DevStack(ports, chunk_delay=args.chunk_delay, mode=args.mode,
                          allowed_origins=tuple(args.allow_origin), idp=args.idp,

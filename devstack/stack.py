@@ -7,7 +7,9 @@
 - a local HTTP API doing what the deployed API Gateway does (the route table, JWT authorizer,
   CORS, payload 2.0) in front of the real Lambda handlers; it also serves the demo page
   (`devstack/web/`) and the browser client (`client/behest-client.js`),
-- a local Function URL in front of the streaming function.
+- a local Function URL in front of the streaming function,
+- a local IAM Function URL (AuthType AWS_IAM: SigV4 checked by botocore's signer) in front of the
+  server-to-server function, for dev credentials of a trusted and an untrusted role.
 """
 
 from __future__ import annotations
@@ -27,9 +29,18 @@ from moto.server import ThreadedMotoServer
 
 from behest_lambda.app import Service, entry_point
 from behest_lambda.providers import DEFAULT_PROVIDER, PROVIDERS
-from behest_lambda.routes import FUNCTION_URL, HTTP_API, RELAY_FUNCTION, TOKEN_FUNCTION, routes_for
+from behest_lambda.routes import (
+    FUNCTION_URL,
+    HTTP_API,
+    RELAY_FUNCTION,
+    SERVICE_FUNCTION,
+    SERVICE_URL,
+    TOKEN_FUNCTION,
+    routes_for,
+)
 from behest_lambda.settings import AUTH_JWT_SECRET
 from behest_lambda.telemetry import Telemetry
+from devstack.iam_url import DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS, IamFunctionUrl
 from devstack.identity import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
 from devstack.standin import StandinGateway
@@ -61,6 +72,7 @@ class Ports:
     identity: int = 3100
     behest: int = 8787
     secrets: int = 4566
+    service: int = 3002
 
 
 class DevStack:
@@ -84,6 +96,7 @@ class DevStack:
         self.behest: Optional[StandinGateway] = None
         self.api: Optional[LocalHttpApi] = None
         self.stream: Optional[StreamFunctionUrl] = None
+        self.service: Optional[IamFunctionUrl] = None
         self.secrets_url = ""
         self.secret_arn = ""
         # The functions' environment, as the template would set it for the preset (read when each is built).
@@ -162,6 +175,13 @@ class DevStack:
         self.stream = StreamFunctionUrl(function, port=self.ports.stream, allowed_origins=self.api.allowed_origins,
                                         credentials=self.preset.cookie is not None).start()
         self._stops.append(self.stream.stop)
+
+        # The server-to-server front: the same loop's function behind a URL that checks SigV4 signatures.
+        service = StreamFunction.from_env(Telemetry("behest-service"),
+                                          {**self.env, "BEHEST_TRUSTED_ROLE_ARNS": DEV_TRUSTED_CREDENTIALS.role_arn},
+                                          function=SERVICE_FUNCTION)
+        self.service = IamFunctionUrl(service, port=self.ports.service).start()
+        self._stops.append(self.service.stop)
         self.api.public_paths["/config.json"] = ("application/json", json.dumps(self.page_config()).encode())
 
     def _build(self, function: str, telemetry: Telemetry) -> Service:
@@ -236,18 +256,21 @@ must be allowed):
         self.stop()
 
     def banner(self) -> str:
-        assert self.api and self.identity and self.behest and self.stream
-        api, idp, stream = self.api.url, self.identity.url, self.stream.url
+        assert self.api and self.identity and self.behest and self.stream and self.service
+        api, idp, stream, service = self.api.url, self.identity.url, self.stream.url, self.service.url
         routes = ", ".join(f"{r.method} {r.path}" for r in routes_for(HTTP_API))
         streamed = ", ".join(f"{r.method} {r.path}" for r in routes_for(FUNCTION_URL))
         shape = self.identity.shape
         verifier = "the functions (no JWT authorizer)" if self.function_verifies else "the API's JWT authorizer"
         cookie = f", or the {self.identity.cookie_name} cookie" if self.identity.cookie_name else ""
+        trusted, untrusted = DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS
+        served = ", ".join(f"{r.method} {r.path}" for r in routes_for(SERVICE_URL))
         return f"""
 behest-lambda local stack is up ({self.mode} mode, --idp {self.idp}{self._hs256()})
   demo page                  {api}/
   API (token + chat relay)   {api}     routes {routes} (buffered)
   streaming chat relay       {stream}     {streamed}, token by token (the Function URL)
+  server-to-server (IAM)     {service}     {served}, SigV4-signed, for the user in X-Behest-User-Id
   identity provider          {idp}     POST /token {{"user": "ada", "plan": "pro"}} -> id_token
   Behest stand-in            {self.behest.url}
   Secrets Manager (moto)     {self.secrets_url}     secret {self.secret_arn}
@@ -262,8 +285,23 @@ Identity provider ({self.idp}, as {shape.docs} describes it):
 Try it in a shell (every answer on its own line):
 {shell_example(api, idp, stream)}
 {self._cookie_example()}
+Server-to-server: a trusted backend's role signs with SigV4 and names the user per request. The dev credentials
+below are a session of {trusted.role_arn} (listed in BEHEST_TRUSTED_ROLE_ARNS); a session of
+{untrusted.role_arn} (not listed: 403 caller_not_trusted) is {untrusted.access_key} / {untrusted.secret_key} /
+{untrusted.session_token}. In a shell:
+export AWS_ACCESS_KEY_ID={trusted.access_key} AWS_SECRET_ACCESS_KEY={trusted.secret_key} \\
+       AWS_SESSION_TOKEN={trusted.session_token} AWS_REGION=us-east-1
+then, from the repository's root, in .venv/bin/python:
+import sys
+sys.path.insert(0, "client/python")
+from openai import DefaultHttpxClient, OpenAI
+from behest_sigv4 import SigV4Auth, for_user
+client = OpenAI(base_url="{service}/v1", api_key="unused", http_client=DefaultHttpxClient(auth=SigV4Auth()))
+print(client.responses.create(model="behest-default", input="hi", extra_headers=for_user("ada")).output_text)
+
 Python, with the OpenAI SDK: paste into .venv/bin/python (it has the SDK) as it is, or save and run it:
 {python_example(idp, stream)}
+
 Ctrl-C stops everything.
 """
 

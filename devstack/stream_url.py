@@ -18,6 +18,7 @@ import json
 import time
 import urllib.parse
 import uuid
+from email.message import Message
 from typing import Any, Iterable, Mapping, Optional
 
 from behest_lambda.stream_runtime import Responder, pump
@@ -87,6 +88,11 @@ class StreamFunctionUrl(LoopbackService):
                 event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode("ascii"), True
         return event
 
+    def authorize(self, method: str, target: str, headers: Message, body: bytes,
+                  event: dict[str, Any]) -> Optional[tuple[int, dict[str, str], bytes]]:
+        """What the URL's AuthType does before the function runs: with NONE, nothing (a refusal otherwise)."""
+        return None
+
     def _handler_class(self) -> type[NoDelayHandler]:
         url = self
 
@@ -106,6 +112,10 @@ class StreamFunctionUrl(LoopbackService):
                     return
                 event = url.event_for(self.command, self.path, self.headers.items(), body,
                                       self.client_address[0], self.headers.get("Host", "localhost"))
+                refusal = url.authorize(self.command, self.path, self.headers, body, event)
+                if refusal is not None:
+                    self.send_whole(*refusal)
+                    return
                 try:
                     prelude, answer = url.function.respond(event, _Context())
                 except Exception:  # a function error: what a Function URL answers, then the traceback

@@ -20,6 +20,7 @@ BANNER_URLS = {
     "stream": r"streaming chat relay\s+(\S+)",
     "identity": r"identity provider\s+(\S+)",
     "behest": r"Behest stand-in\s+(\S+)",
+    "service": r"server-to-server \(IAM\)\s+(\S+)",
 }
 
 
@@ -29,7 +30,7 @@ class DevProcess:
     def __init__(self, *args: str, chunk_delay: float = 0.0) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", "0", "--identity-port", "0",
-             "--behest-port", "0", "--secrets-port", "0", "--chunk-delay", str(chunk_delay), *args],
+             "--behest-port", "0", "--secrets-port", "0", "--service-port", "0", "--chunk-delay", str(chunk_delay), *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         assert self.process.stdout is not None

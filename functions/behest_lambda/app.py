@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Generator, Iterator, Mapping, Optional
 
+from . import settings as names
 from .errors import (
     BehestLambdaError,
     ConfigurationError,
@@ -23,9 +24,12 @@ from .errors import (
 from .identity import identity_from_claims
 from .reply import Core, Ender, ErrorEvent, Identify, Reply
 from .request import Request
-from .routes import FUNCTION_URL, HTTP_API, STREAM_FUNCTION, RouteSpec, match, routes_for
+from .routes import FUNCTION_URL, HTTP_API, SERVICE_FUNCTION, SERVICE_URL, STREAM_FUNCTION, RouteSpec, match, routes_for
 from .settings import Settings
 from .telemetry import Telemetry
+
+# The front each function serves (the HTTP API's functions are those not named here).
+FRONTS = {STREAM_FUNCTION: FUNCTION_URL, SERVICE_FUNCTION: SERVICE_URL}
 
 # On the streaming route the relay's deadline ends this long before the invocation's, so that
 # the stream ends with an error event and a clean end rather than a timeout.
@@ -102,6 +106,7 @@ class Service:
         self.routes = routes
         self.front = front
         self.cores = dict(cores)
+        telemetry.front = front
         # Who is calling: by default the claims API Gateway's authorizer verified; a front that verifies
         # its callers itself (the Function URL) passes its own.
         self._identify: Identify = identify or (lambda request: identity_from_claims(request.claims,
@@ -114,14 +119,20 @@ class Service:
 
     @classmethod
     def build(cls, function: str, settings: Settings, telemetry: Telemetry, *, key_source: Any = None) -> Service:
-        """The service of one function (TokenFunction, RelayFunction, StreamFunction); parts may be swapped in tests."""
+        """The service of one function (Token, Relay, Stream or ServiceFunction); parts may be swapped in tests."""
         from .cores import build_cores
 
-        front = FUNCTION_URL if function == STREAM_FUNCTION else HTTP_API
-        routes = routes_for(FUNCTION_URL) if front == FUNCTION_URL else routes_for(HTTP_API, function)
+        front = FRONTS.get(function, HTTP_API)
+        routes = routes_for(front) if front != HTTP_API else routes_for(HTTP_API, function)
+        if front == SERVICE_URL and not settings.service.trusted_roles:
+            raise ConfigurationError(f"invalid configuration: set {names.BEHEST_TRUSTED_ROLE_ARNS}")
         cores, identify = build_cores({r.core for r in routes}, settings, telemetry,
-                                      verify_callers=front == FUNCTION_URL or settings.caller.verify,
+                                      verify_callers=front == FUNCTION_URL or (front == HTTP_API and settings.caller.verify),
                                       key_source=key_source)
+        if front == SERVICE_URL:
+            from .service_caller import ServiceCaller  # the server-to-server function's alone
+
+            identify = ServiceCaller(settings.service, settings.identity)
         return cls(settings, telemetry, routes, front, cores, identify=identify)
 
     def reply(self, event: Mapping[str, Any], *, deadline: Optional[float] = None) -> Reply:

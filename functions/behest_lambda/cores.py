@@ -57,7 +57,7 @@ def token_core(minter: Minter, telemetry: Telemetry) -> Core:
         asked = MintRequest.from_body(request.json_object())
         result = minter.mint(identity, asked)
         telemetry.info("token minted", uid=identity.user_id, sid=result.session_id, kid=result.kid, ttl=result.ttl,
-                       tier=identity.tier, continued=asked.session_id is not None)
+                       tier=identity.tier, continued=asked.session_id is not None, caller=identity.caller)
         telemetry.metric("TokenMinted")
         return json_reply(200, result.as_body())
 
@@ -73,6 +73,7 @@ def relay_core(route: str, relay: Relay, settings: RelaySettings, telemetry: Tel
     def core(request: Request, identity: Identity) -> Reply:
         call = policy(request, identity, settings)
         meter = meter_for(identity, call)
+        meter.caller = identity.caller
         try:
             answer = relay.open(identity, call, meter, deadline=request.deadline)
         except UpstreamError as e:

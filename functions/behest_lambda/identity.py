@@ -13,10 +13,11 @@ MAX_TIER_DIGITS = 7
 
 
 class Identity(NamedTuple):
-    """A verified end user: their id and, when known, their tier."""
+    """A verified end user: their id and, when known, their tier; on the IAM front, the trusted role acting for them."""
 
     user_id: str
     tier: Optional[int] = None
+    caller: Optional[str] = None
 
 
 def identity_from_claims(claims: Optional[Mapping[str, Any]], settings: IdentitySettings) -> Identity:

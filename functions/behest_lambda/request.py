@@ -27,6 +27,8 @@ class Request(NamedTuple):
     params: Mapping[str, str] = MappingProxyType({})
     # Monotonic time by which the answer must be done (the streaming route: the invocation's own deadline).
     deadline: Optional[float] = None
+    # The caller Lambda authenticated by its SigV4 signature (a Function URL with AuthType AWS_IAM only).
+    iam: Optional[Mapping[str, Any]] = None
     # Payload 2.0's `cookies`: API Gateway and Function URLs move the Cookie header here, one pair per entry.
     cookies: tuple[str, ...] = ()
 
@@ -41,7 +43,8 @@ class Request(NamedTuple):
             path = http.get("path")
         headers = {str(k).lower(): v for k, v in _mapping(event.get("headers")).items() if isinstance(v, str)}
         query = {str(k): v for k, v in _mapping(event.get("queryStringParameters")).items() if isinstance(v, str)}
-        claims = _mapping(_mapping(_mapping(context.get("authorizer")).get("jwt")).get("claims")) or None
+        authorizer = _mapping(context.get("authorizer"))
+        claims = _mapping(_mapping(authorizer.get("jwt")).get("claims")) or None
         request_id = context.get("requestId")
         cookies = event.get("cookies")
         return cls(
@@ -52,6 +55,7 @@ class Request(NamedTuple):
             body=_body(event, max_body_bytes),
             request_id=request_id if isinstance(request_id, str) else None,
             claims=claims,
+            iam=_mapping(authorizer.get("iam")) or None,
             cookies=tuple(c for c in cookies if isinstance(c, str)) if isinstance(cookies, list) else (),
         )
 

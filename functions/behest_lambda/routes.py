@@ -14,12 +14,16 @@ from .errors import MethodNotAllowedError, NotFoundError
 
 HTTP_API = "http_api"
 FUNCTION_URL = "function_url"
+# The server-to-server front: a Function URL with AuthType AWS_IAM, for trusted backends acting for a named user.
+SERVICE_URL = "service_url"
 
 # Logical ids in template.yaml of the functions behind the HTTP API.
 TOKEN_FUNCTION = "TokenFunction"
 RELAY_FUNCTION = "RelayFunction"
 # The streaming function behind the Function URL serves every route marked `function_url`.
 STREAM_FUNCTION = "StreamFunction"
+# The function behind the IAM Function URL serves every route of the table (deployed only for listed roles).
+SERVICE_FUNCTION = "ServiceFunction"
 
 
 class RouteSpec(NamedTuple):
@@ -32,7 +36,7 @@ class RouteSpec(NamedTuple):
     function_url: bool = False
 
     def fronts(self) -> tuple[str, ...]:
-        return (HTTP_API, FUNCTION_URL) if self.function_url else (HTTP_API,)
+        return (HTTP_API, FUNCTION_URL, SERVICE_URL) if self.function_url else (HTTP_API, SERVICE_URL)
 
     def pattern(self) -> re.Pattern[str]:
         """The path template as a regex: `{name}` matches one path segment."""

@@ -7,6 +7,7 @@ name in one ConfigurationError.
 from __future__ import annotations
 
 import os
+import re
 from types import MappingProxyType
 from typing import Mapping, NamedTuple, Optional
 
@@ -48,6 +49,8 @@ BEHEST_CALLER_ISSUER = "BEHEST_CALLER_ISSUER"
 BEHEST_CALLER_AUDIENCE = "BEHEST_CALLER_AUDIENCE"
 BEHEST_CALLER_JWKS_URL = "BEHEST_CALLER_JWKS_URL"
 BEHEST_JWKS_CACHE_TTL = "BEHEST_JWKS_CACHE_TTL"
+# The server-to-server function (Function URL, AuthType AWS_IAM) serves only callers in these roles.
+BEHEST_TRUSTED_ROLE_ARNS = "BEHEST_TRUSTED_ROLE_ARNS"
 # Identity provider presets (providers.py) and the second transport, session cookies.
 BEHEST_IDENTITY_PROVIDER = "BEHEST_IDENTITY_PROVIDER"
 BEHEST_CALLER_COOKIE = "BEHEST_CALLER_COOKIE"  # overrides the preset's cookie name
@@ -93,6 +96,10 @@ DEFAULT_TIER_MAX = 100
 DEFAULT_EXTENSION_PORT = 2773
 DEFAULT_JWKS_CACHE_TTL = 3600
 JWKS_WELL_KNOWN_PATH = "/.well-known/jwks.json"
+# An IAM role ARN, its path optional: the role's name is unique in its account whatever the path. Compiled
+# on first use (re caches it): only the server-to-server function has roles to read.
+ROLE_ARN = (r"arn:(?P<partition>aws(?:-[a-z]+)*):iam::(?P<account>[0-9]{12}):role/"
+            r"(?:[\x21-\x7e]{1,510}/)?(?P<name>[\w+=,.@-]{1,64})")
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 
@@ -342,6 +349,33 @@ class CallerSettings(NamedTuple):
         return problems
 
 
+class TrustedRole(NamedTuple):
+    """A role whose sessions may call the server-to-server front: its ARN as configured, and what identifies it."""
+
+    arn: str
+    partition: str
+    account: str
+    name: str
+
+
+class ServiceSettings(NamedTuple):
+    """The roles the server-to-server function (IAM Function URL) serves; empty everywhere else."""
+
+    trusted_roles: tuple[TrustedRole, ...] = ()
+
+    @classmethod
+    def read(cls, env: _Reader) -> ServiceSettings:
+        roles = []
+        for arn in env.names(BEHEST_TRUSTED_ROLE_ARNS):
+            found = re.fullmatch(ROLE_ARN, arn, re.ASCII)
+            if found is None:
+                env.problems.append(f"{BEHEST_TRUSTED_ROLE_ARNS}: {arn[:120]!r} is not an IAM role ARN "
+                                    "(arn:aws:iam::<account>:role/<name>)")
+                continue
+            roles.append(TrustedRole(arn, found["partition"], found["account"], found["name"]))
+        return cls(trusted_roles=tuple(roles))
+
+
 class Settings(NamedTuple):
     """Everything the functions need from the environment, validated."""
 
@@ -351,6 +385,7 @@ class Settings(NamedTuple):
     relay: RelaySettings
     caller: CallerSettings
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    service: ServiceSettings = ServiceSettings()
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -363,6 +398,7 @@ class Settings(NamedTuple):
             relay=RelaySettings.read(env),
             caller=CallerSettings.read(env),
             max_body_bytes=env.integer(BEHEST_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 1024, 6_291_456),
+            service=ServiceSettings.read(env),
         )
         if env.problems:
             raise ConfigurationError("invalid configuration: " + "; ".join(env.problems))

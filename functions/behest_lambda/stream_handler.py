@@ -14,10 +14,16 @@ from typing import Any, Mapping, Optional
 from . import settings as names
 from .app import AnswerBody, Service, refuse_unconfigured
 from .errors import ConfigurationError
-from .routes import STREAM_FUNCTION
+from .routes import SERVICE_FUNCTION, STREAM_FUNCTION
 from .telemetry import Telemetry
 
 SERVICE = "behest-stream"
+# The Handler each function behind a streaming Function URL declares in template.yaml (Lambda's `_HANDLER`)
+# → the function the Runtime API loop serves: the public URL's, or the server-to-server (AWS_IAM) URL's.
+FUNCTIONS = {
+    "behest_lambda.stream_handler.handler": STREAM_FUNCTION,
+    "behest_lambda.stream_handler.service_handler": SERVICE_FUNCTION,
+}
 
 Prelude = dict[str, Any]
 
@@ -30,9 +36,10 @@ class StreamFunction:
         self.telemetry = service.telemetry
 
     @classmethod
-    def from_env(cls, telemetry: Telemetry, environ: Optional[Mapping[str, str]] = None) -> StreamFunction:
+    def from_env(cls, telemetry: Telemetry, environ: Optional[Mapping[str, str]] = None, *,
+                 function: str = STREAM_FUNCTION) -> StreamFunction:
         """Read the environment once; a ConfigurationError names the variables at fault (the caller settings included)."""
-        return cls(Service.from_env(STREAM_FUNCTION, telemetry, environ))
+        return cls(Service.from_env(function, telemetry, environ))
 
     def respond(self, event: Mapping[str, Any], context: Any = None) -> tuple[Prelude, AnswerBody]:
         """Answer one Function URL event: the HTTP prelude, then the body as it comes.
@@ -53,3 +60,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         f"the streaming function runs through its own Runtime API loop: set {names.AWS_LAMBDA_EXEC_WRAPPER}"
         " to /var/task/stream-bootstrap"
     ))
+
+
+# The server-to-server function's Handler: never called either, for the same reason.
+service_handler = handler

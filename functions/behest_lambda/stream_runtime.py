@@ -60,6 +60,7 @@ LAMBDA_TASK_ROOT = "LAMBDA_TASK_ROOT"
 LAMBDA_RUNTIME_DIR = "LAMBDA_RUNTIME_DIR"
 PYTHONPATH = "PYTHONPATH"
 LAYERS_ROOT = "/opt/python"
+HANDLER = "_HANDLER"  # the function's Handler, as Lambda sets it for the runtime
 
 
 class RuntimeApiError(Exception):
@@ -372,11 +373,14 @@ def main() -> int:
     api = RuntimeApi(address)
     telemetry: Optional[Telemetry] = None
     try:
-        from .stream_handler import StreamFunction
+        from .routes import STREAM_FUNCTION
+        from .stream_handler import FUNCTIONS, StreamFunction
         from .telemetry import Telemetry
 
         telemetry = Telemetry(SERVICE)
-        function = StreamFunction.from_env(telemetry)
+        # Which function this container runs: its Handler says (the same code serves both streaming URLs).
+        function = StreamFunction.from_env(telemetry, function=FUNCTIONS.get(os.environ.get(HANDLER, ""),
+                                                                             STREAM_FUNCTION))
     except Exception as e:  # noqa: BLE001 - any init failure goes to Lambda's init/error, which ends the container
         message = getattr(e, "message", None) or str(e)
         if telemetry is None:

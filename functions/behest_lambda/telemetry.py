@@ -130,6 +130,8 @@ class Telemetry:
         self._invocations = 0
         self._emf: Optional[EphemeralMetrics] = None
         self._metrics: dict[tuple[tuple[str, str], ...], dict[str, tuple[str, float]]] = {}
+        # The front this function serves (http_api, function_url, service_url), set when its routes are built.
+        self.front: Optional[str] = None
 
     def adopt_library_loggers(self) -> None:
         """Write botocore's and urllib3's records as the same JSON lines (call once they are imported)."""
@@ -190,6 +192,12 @@ class Telemetry:
                 emf.add_metric(name=name, unit=unit, value=total)
             record = emf.serialize_metric_set()
             emf.clear_metrics()  # metrics, dimensions back to the service alone
+            if self.front:
+                # Each metric also under its dimension set plus `front`, in the same record: the sets that
+                # alarms and dashboards read keep their identity, and no extra record is written.
+                directive = record["_aws"]["CloudWatchMetrics"][0]
+                directive["Dimensions"].append([*directive["Dimensions"][0], "front"])
+                record["front"] = self.front  # type: ignore[typeddict-unknown-key]
             self._output.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 

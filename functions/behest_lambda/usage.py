@@ -19,7 +19,8 @@ class UsageMeter:
     """Counts as the answer passes; `record()` is the usage record."""
 
     __slots__ = ("route", "user_id", "session_id", "tier", "model_requested", "streamed", "started", "model",
-                 "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "first_byte_at", "status")
+                 "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "first_byte_at", "status",
+                 "caller")
 
     def __init__(self, route: str, user_id: str, session_id: Optional[str], tier: Optional[int],
                  model_requested: Optional[str], streamed: bool) -> None:
@@ -37,6 +38,7 @@ class UsageMeter:
         self.reasoning_tokens: Optional[int] = None
         self.first_byte_at: Optional[float] = None
         self.status = 200
+        self.caller: Optional[str] = None  # the trusted role acting for the user (server-to-server front)
 
     def first_byte(self) -> None:
         if self.first_byte_at is None:
@@ -74,6 +76,7 @@ class UsageMeter:
         return {
             "route": self.route,
             "user_id": self.user_id,
+            "caller": self.caller,
             "session_id": self.session_id,
             "tier": self.tier,
             "model_requested": self.model_requested,

@@ -22,7 +22,7 @@ def dev_stack(*args: str) -> Iterator[Stack]:
     """`python -m devstack` (what `make dev` runs) with all ports 0 and `args`, until the block ends."""
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", "0", "--identity-port", "0",
-         "--behest-port", "0", "--secrets-port", "0", "--chunk-delay", "0.15", *args],
+         "--behest-port", "0", "--secrets-port", "0", "--service-port", "0", "--chunk-delay", "0.15", *args],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert process.stdout is not None

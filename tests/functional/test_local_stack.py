@@ -38,7 +38,7 @@ def post(url: str, body: Any, token: str | None = None) -> tuple[int, Any]:
 def dev_stack() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", "0", "--identity-port", "0",
-         "--behest-port", "0", "--secrets-port", "0", "--chunk-delay", "0"],
+         "--behest-port", "0", "--secrets-port", "0", "--service-port", "0", "--chunk-delay", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     banner: list[str] = []
@@ -237,7 +237,7 @@ def test_a_taken_port_is_named_with_its_flag_when_the_stack_cannot_start() -> No
 
         started = subprocess.run(
             [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", str(port), "--identity-port", "0",
-             "--behest-port", "0", "--secrets-port", "0"],
+             "--behest-port", "0", "--secrets-port", "0", "--service-port", "0"],
             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
 
     assert started.returncode == 1

@@ -109,7 +109,7 @@ class Dev:
 
 @pytest.fixture(scope="module")
 def dev(request: pytest.FixtureRequest) -> Iterator[Dev]:
-    stack = DevStack(Ports(0, 0, 0, 0, 0), chunk_delay=0, idp=request.param).start()
+    stack = DevStack(Ports(0, 0, 0, 0, 0, 0), chunk_delay=0, idp=request.param).start()
     try:
         yield Dev(stack)
     finally:
@@ -330,7 +330,7 @@ def test_an_es256_signature_in_der_rather_than_raw_r_s_is_refused_on_both_fronts
 @pytest.fixture
 def fresh_supabase() -> Iterator[Dev]:
     """A stack whose functions have not yet fetched the provider's discovery document."""
-    stack = DevStack(Ports(0, 0, 0, 0, 0), chunk_delay=0, idp="supabase").start()
+    stack = DevStack(Ports(0, 0, 0, 0, 0, 0), chunk_delay=0, idp="supabase").start()
     try:
         yield Dev(stack)
     finally:
@@ -362,7 +362,7 @@ def test_a_supabase_project_on_its_legacy_jwt_secret_signs_users_in_on_both_fron
 
     `make dev --idp supabase --legacy-hs256` keeps that secret in the key secret (moto), never in a variable.
     """
-    stack = DevStack(Ports(0, 0, 0, 0, 0), chunk_delay=0, idp="supabase", legacy_secret=True).start()
+    stack = DevStack(Ports(0, 0, 0, 0, 0, 0), chunk_delay=0, idp="supabase", legacy_secret=True).start()
     try:
         dev = Dev(stack)
         signed_in = dev.sign_in("ada")

@@ -530,3 +530,28 @@ def test_the_sdk_gets_not_found_in_openai_shape_for_another_path(function_url: F
         function_url.client().files.list()
 
     assert caught.value.code == "not_found"
+
+
+def test_the_loop_serves_the_server_to_server_function_when_its_handler_says_so(standin: StandinGateway,
+                                                                               tmp_path: Path) -> None:
+    # What Lambda sets for ServiceFunction (template.yaml): its Handler, and the roles it trusts.
+    env = sign_env(BEHEST_BASE_URL=standin.url, BEHEST_TRUSTED_ROLE_ARNS="arn:aws:iam::123456789012:role/digest-worker",
+                   _HANDLER="behest_lambda.stream_handler.service_handler")
+    event = load_event("service_chat_completion")
+    with RuntimeEmulator() as emulator:
+        process = RuntimeProcess(emulator, env, tmp_path / "runtime.log")
+        try:
+            response = invoke(emulator, event)
+            event["requestContext"]["authorizer"]["iam"]["userArn"] = (
+                "arn:aws:sts::123456789012:assumed-role/other-service/nightly-digest")
+            refused = invoke(emulator, event)
+        finally:
+            process.stop()
+
+    assert response.prelude()["statusCode"] == 200
+    assert streamed_text(response.payload()) == "Hello user-42! You said: Summarise today's documents."
+    assert standin.requests[-1].claims["uid"] == "user-42" and standin.requests[-1].claims["tier"] == 2
+    assert refused.prelude()["statusCode"] == 403
+    assert json.loads(refused.payload())["error"]["code"] == "caller_not_trusted"
+    usage = [r for r in process.records() if r.get("message") == "usage"]
+    assert usage[-1]["caller"] == "arn:aws:iam::123456789012:role/digest-worker"

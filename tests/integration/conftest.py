@@ -6,7 +6,9 @@ import os
 from typing import Iterator
 
 import pytest
+from botocore.credentials import Credentials
 
+from devstack.iam_url import DEV_REGION, DEV_TRUSTED_CREDENTIALS
 from tests.dev_process import DevProcess
 from tests.integration.targets import Targets, deployed_stack, target_name
 
@@ -33,6 +35,9 @@ def targets() -> Iterator[Targets]:
             stream_base_url=dev.urls["stream"] + "/v1",
             identity_token=dev.identity_token("ada"),
             chunk_delay=LOCAL_CHUNK_DELAY,
+            service_base_url=dev.urls["service"] + "/v1",
+            service_session=lambda: (Credentials(DEV_TRUSTED_CREDENTIALS.access_key, DEV_TRUSTED_CREDENTIALS.secret_key,
+                                                 DEV_TRUSTED_CREDENTIALS.session_token), DEV_REGION),
         )
     finally:
         dev.stop()

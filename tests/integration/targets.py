@@ -12,12 +12,15 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 TARGET_VARIABLE = "BEHEST_INTEGRATION_TARGET"
 STACK_VARIABLES = ("STACK_NAME", "AWS_SAM_STACK_NAME")  # ours, then the name SAM's generated projects read
 TOKEN_VARIABLE = "BEHEST_TEST_ID_TOKEN"
 MODEL_VARIABLE = "BEHEST_TEST_MODEL"
+# A role listed in the stack's TrustedServiceRoleArns: the check assumes it to call the server-to-server URL.
+SERVICE_ROLE_VARIABLE = "BEHEST_TEST_SERVICE_ROLE"
+SERVICE_OUTPUT = "ServiceBaseUrl"
 TARGETS = ("local", "deployed")
 OUTPUTS = ("ApiUrl", "TokenEndpoint", "OpenAIBaseUrl", "StreamBaseUrl")
 # Fail fast when AWS is unreachable or refuses: one attempt, short connect timeout.
@@ -43,6 +46,10 @@ class Targets:
     # stand-in); None for a real Behest, whose pace is the model's.
     chunk_delay: Optional[float] = None
     model: Optional[str] = None
+    # The server-to-server URL (output ServiceBaseUrl; absent when the stack lists no trusted role).
+    service_base_url: Optional[str] = None
+    # How to get credentials of a trusted role's session (botocore Credentials, region): make dev's own, or STS.
+    service_session: Optional[Callable[[], tuple[Any, str]]] = None
 
 
 def stack_name(environ: Mapping[str, str]) -> Optional[str]:
@@ -82,7 +89,42 @@ def deployed_targets(environ: Mapping[str, str],
         stream_base_url=outputs["StreamBaseUrl"].rstrip("/"),
         identity_token=identity_token,
         model=environ.get(MODEL_VARIABLE) or None,
+        service_base_url=(outputs.get(SERVICE_OUTPUT) or "").rstrip("/") or None,
+        service_session=lambda: assumed_service_role(environ),
     )
+
+
+def service_target(targets: Targets) -> tuple[str, Any, str]:
+    """The server-to-server URL, a trusted session's credentials and the region; TargetUnavailable says what lacks."""
+    if targets.service_base_url is None:
+        raise TargetUnavailable(f"server-to-server front: the stack has no {SERVICE_OUTPUT} output "
+                                "(deployed without TrustedServiceRoleArns)")
+    assert targets.service_session is not None
+    credentials, region = targets.service_session()
+    return targets.service_base_url, credentials, region
+
+
+def assumed_service_role(environ: Mapping[str, str]) -> tuple[Any, str]:
+    """A session of the role BEHEST_TEST_SERVICE_ROLE names, assumed with the ambient AWS credentials."""
+    role = environ.get(SERVICE_ROLE_VARIABLE, "").strip()
+    if not role:
+        raise TargetUnavailable(f"server-to-server front: set {SERVICE_ROLE_VARIABLE} to a role of the stack's "
+                                "TrustedServiceRoleArns that these AWS credentials may assume")
+    import boto3
+    from botocore.config import Config
+    from botocore.credentials import Credentials
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    session = boto3.session.Session()
+    region = session.region_name or os.environ.get("AWS_REGION") or ""
+    try:
+        sts = session.client("sts", region_name=region or None, config=Config(
+            connect_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS,
+            retries={"total_max_attempts": 1}))
+        found = sts.assume_role(RoleArn=role, RoleSessionName="behest-post-deploy-check")["Credentials"]
+    except (BotoCoreError, ClientError) as e:
+        raise TargetUnavailable(f"server-to-server front: cannot assume {role}: {e}") from e
+    return Credentials(found["AccessKeyId"], found["SecretAccessKey"], found["SessionToken"]), region
 
 
 @functools.cache

@@ -11,7 +11,14 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.integration.targets import OUTPUTS, TargetUnavailable, deployed_targets, stack_outputs, target_name
+from tests.integration.targets import (
+    OUTPUTS,
+    TargetUnavailable,
+    deployed_targets,
+    service_target,
+    stack_outputs,
+    target_name,
+)
 
 REGION = "eu-west-1"
 API = "https://abc123.execute-api.eu-west-1.amazonaws.com"
@@ -127,3 +134,39 @@ def test_the_deployed_target_reads_the_stacks_outputs_through_describe_stacks(cl
 def test_a_stack_that_does_not_exist_is_a_skip_reason_not_an_error(cloudformation: str) -> None:
     with pytest.raises(TargetUnavailable, match="cannot read stack nope's outputs.*does not exist"):
         stack_outputs("nope")
+
+
+SERVICE_URL = "https://svc456.lambda-url.eu-west-1.on.aws/"
+DEPLOYED = {"STACK_NAME": "behest", "BEHEST_TEST_ID_TOKEN": "a.b.c"}
+
+
+def _outputs(**more: str) -> dict[str, str]:
+    return {name: output["Value"] for name, output in STACK_TEMPLATE["Outputs"].items()} | more
+
+
+def test_a_stack_without_the_server_to_server_url_skips_its_check_saying_so() -> None:
+    targets = deployed_targets(DEPLOYED, outputs_of=lambda stack: _outputs())
+
+    with pytest.raises(TargetUnavailable, match="no ServiceBaseUrl output .deployed without TrustedServiceRoleArns"):
+        service_target(targets)
+
+
+def test_the_server_to_server_check_needs_a_role_to_assume(bare_aws: pytest.MonkeyPatch) -> None:
+    targets = deployed_targets(DEPLOYED, outputs_of=lambda stack: _outputs(ServiceBaseUrl=SERVICE_URL + "v1"))
+
+    with pytest.raises(TargetUnavailable, match="set BEHEST_TEST_SERVICE_ROLE"):
+        service_target(targets)
+
+
+def test_the_server_to_server_check_signs_as_a_session_of_the_role_it_assumes(
+    cloudformation: str, bare_aws: pytest.MonkeyPatch
+) -> None:
+    bare_aws.setenv("AWS_ENDPOINT_URL_STS", cloudformation)
+    role = "arn:aws:iam::123456789012:role/post-deploy-check"
+    environ = {**DEPLOYED, "BEHEST_TEST_SERVICE_ROLE": role}
+    targets = deployed_targets(environ, outputs_of=lambda stack: _outputs(ServiceBaseUrl=SERVICE_URL + "v1"))
+
+    base_url, credentials, region = service_target(targets)
+
+    assert (base_url, region) == (SERVICE_URL + "v1", REGION)
+    assert credentials.access_key and credentials.token and credentials.access_key != "testing"

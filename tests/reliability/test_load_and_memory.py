@@ -89,7 +89,8 @@ def stop(process: subprocess.Popen[str]) -> None:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     process, lines = start([sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", "0",
-                            "--identity-port", "0", "--behest-port", "0", "--secrets-port", "0", "--chunk-delay", "0"],
+                            "--identity-port", "0", "--behest-port", "0", "--secrets-port", "0", "--service-port", "0",
+                            "--chunk-delay", "0"],
                            "Ctrl-C stops everything")
     banner = "".join(lines)
     urls = [re.search(pattern, banner) for pattern in (r"API \(token \+ chat relay\)\s+(\S+)",

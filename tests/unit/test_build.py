@@ -27,7 +27,7 @@ def functions_of(sam: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_function_is_built_by_the_makefile_that_runs_build_py(sam: dict[str, Any]) -> None:
     functions = functions_of(sam)
-    assert len(functions) == 3
+    assert len(functions) == 4
     for name, resource in functions.items():
         assert resource.get("Metadata", {}).get("BuildMethod") == "makefile", name
         dry_run = subprocess.run(["make", "-n", "-C", str(FUNCTIONS), f"build-{name}", "ARTIFACTS_DIR=/artifacts"],

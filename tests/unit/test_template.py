@@ -18,7 +18,15 @@ from samtranslator.yaml_helper import intrinsics_multi_constructor
 
 from behest_lambda import settings as names
 from behest_lambda.errors import NotFoundError
-from behest_lambda.routes import HTTP_API, RELAY_FUNCTION, STREAM_FUNCTION, TOKEN_FUNCTION, match, routes_for
+from behest_lambda.routes import (
+    HTTP_API,
+    RELAY_FUNCTION,
+    SERVICE_FUNCTION,
+    STREAM_FUNCTION,
+    TOKEN_FUNCTION,
+    match,
+    routes_for,
+)
 from tests.support import EVENTS, load_event
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
@@ -28,7 +36,7 @@ S3_CODE = "s3://bucket/key.zip"
 TOKEN_ROUTE = "/api/behest/token"
 CHAT_ROUTE = "/v1/chat/completions"
 API_GATEWAY_HTTP_LIMIT_S = 30
-APP_FUNCTIONS = (TOKEN_FUNCTION, RELAY_FUNCTION, STREAM_FUNCTION)
+APP_FUNCTIONS = (TOKEN_FUNCTION, RELAY_FUNCTION, STREAM_FUNCTION, SERVICE_FUNCTION)
 # API Gateway's catch-all route, as SAM writes an HttpApi event with neither Path nor Method.
 CATCH_ALL = ("ANY", "$default", RELAY_FUNCTION)
 
@@ -46,7 +54,8 @@ RELAY_POLICY_VARIABLES = {
 }
 # Older names the code still reads, which the template no longer sets.
 SUPERSEDED_VARIABLES = {"LOG_LEVEL", "METRICS_NAMESPACE"}
-SERVICE_NAMES = {TOKEN_FUNCTION: "behest-token", RELAY_FUNCTION: "behest-relay", STREAM_FUNCTION: "behest-stream"}
+SERVICE_NAMES = {TOKEN_FUNCTION: "behest-token", RELAY_FUNCTION: "behest-relay", STREAM_FUNCTION: "behest-stream",
+                 SERVICE_FUNCTION: "behest-service"}
 
 
 class _IntrinsicsLoader(yaml.SafeLoader):
@@ -160,6 +169,7 @@ def test_functions_run_python_3_13_on_arm64_with_their_handlers(resources: dict[
         TOKEN_FUNCTION: "behest_lambda.token_handler.handler",
         RELAY_FUNCTION: "behest_lambda.relay_handler.handler",
         STREAM_FUNCTION: "behest_lambda.stream_handler.handler",
+        SERVICE_FUNCTION: "behest_lambda.stream_handler.service_handler",
         "ConfigFingerprintFunction": "index.handler",
     }
 
@@ -328,7 +338,7 @@ def test_every_variable_the_code_reads_is_set_and_every_variable_set_is_read(res
     variables = {
         name: resources[name]["Properties"]["Environment"]["Variables"] for name in APP_FUNCTIONS
     }
-    token, relay, stream = (set(variables[name]) for name in APP_FUNCTIONS)
+    token, relay, stream, service = (set(variables[name]) for name in APP_FUNCTIONS)
 
     for name, names_set in variables.items():
         assert set(names_set) - read_by_code == set(), name
@@ -339,6 +349,7 @@ def test_every_variable_the_code_reads_is_set_and_every_variable_set_is_read(res
     assert SHARED_VARIABLES <= token
     assert SHARED_VARIABLES | RELAY_POLICY_VARIABLES <= relay
     assert SHARED_VARIABLES | RELAY_POLICY_VARIABLES <= stream
+    assert SHARED_VARIABLES | RELAY_POLICY_VARIABLES | {"BEHEST_TRUSTED_ROLE_ARNS"} <= service
     assert token & RELAY_POLICY_VARIABLES == set()
 
 
@@ -399,7 +410,7 @@ def test_each_function_logs_json_to_its_own_log_group_with_the_retention_paramet
         groups.add(group)
     groups.add("ApiAccessLogGroup")
 
-    assert groups == {"TokenLogGroup", "RelayLogGroup", "StreamLogGroup", "ApiAccessLogGroup"}
+    assert groups == {"TokenLogGroup", "RelayLogGroup", "StreamLogGroup", "ServiceLogGroup", "ApiAccessLogGroup"}
     for group in groups:
         assert resources[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}, group
     assert sam["Parameters"]["LogRetentionInDays"]["Default"] == 30
@@ -462,15 +473,14 @@ def test_the_streaming_function_is_a_public_streaming_function_url_that_checks_t
     sam: dict[str, Any], resources: dict[str, Any]
 ) -> None:
     url = _of_type(resources, "AWS::Lambda::Url")
-    assert len(url) == 1
-    config = next(iter(url.values()))["Properties"]
+    config = url[STREAM_FUNCTION + "Url"]["Properties"]
     assert (config["AuthType"], config["InvokeMode"]) == ("NONE", "RESPONSE_STREAM")
     assert config["TargetFunctionArn"] == {"Ref": STREAM_FUNCTION}
     assert config["Cors"]["AllowOrigins"] == {"Ref": "AllowedOrigins"}
     assert set(config["Cors"]["AllowMethods"]) == {route.method for route in routes_for("function_url")}
 
     public = [p["Properties"] for p in _of_type(resources, "AWS::Lambda::Permission").values()
-              if "SourceArn" not in p["Properties"]]
+              if p["Properties"]["Principal"] == "*"]
     assert public and all(p["FunctionName"] == {"Ref": STREAM_FUNCTION} for p in public)
 
     stream = sam["Resources"][STREAM_FUNCTION]["Properties"]

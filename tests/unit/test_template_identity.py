@@ -122,7 +122,7 @@ def test_both_fronts_allow_credentials_exactly_where_a_cookie_carries_the_token(
     uses_cookie = PROVIDERS[name].cookie_name(ISSUERS[name], cookie or None) is not None
 
     api_cors = deployed.value(_api_body(cfn["Resources"])["x-amazon-apigateway-cors"])
-    (url,) = (r for r in cfn["Resources"].values() if r["Type"] == "AWS::Lambda::Url")
+    url = cfn["Resources"]["StreamFunctionUrl"]  # the public URL (the server-to-server one has no CORS)
     url_cors = deployed.value(url["Properties"]["Cors"])
     assert api_cors["allowCredentials"] is uses_cookie
     assert url_cors["AllowCredentials"] is uses_cookie

@@ -1,0 +1,47 @@
+"""README's server-to-server section, run as pasted against `make dev`: its shell exports, then its Python blocks."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from typing import Iterator
+
+import pytest
+
+from tests.dev_process import DevProcess
+from tests.support import ROOT
+
+SECTION = re.compile(r"^## Server-to-server.*?(?=^## )", re.DOTALL | re.MULTILINE)
+
+
+def blocks(language: str) -> list[str]:
+    found = SECTION.search((ROOT / "README.md").read_text())
+    assert found, "README has no server-to-server section"
+    return re.findall(rf"```{language}\n(.*?)```", found.group(0), re.DOTALL)
+
+
+@pytest.fixture(scope="module")
+def dev() -> Iterator[DevProcess]:
+    process = DevProcess()
+    yield process
+    process.stop()
+
+
+def test_the_readmes_server_to_server_example_runs_as_pasted(dev: DevProcess) -> None:
+    (exports,) = blocks("sh")
+    words = shlex.split(exports.replace("\\\n", " "))
+    assert words[0] == "export"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    environment.update(word.split("=", 1) for word in words[1:])
+    environment["SERVICE_BASE_URL"] = dev.urls["service"] + "/v1"  # make dev's port here is a free one
+
+    done = subprocess.run([sys.executable, "-c", "\n".join(blocks("python"))], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:3] == ["Hello ada! You said: hi", "Hello bob! You said: hi", "Hello ada! You said: hi"]
+    assert int(lines[3]) > 0 and lines[4].isdigit()
