@@ -30,7 +30,9 @@ def dev() -> Iterator[DevProcess]:
     process.stop()
 
 
-def test_the_readmes_server_to_server_example_runs_as_pasted(dev: DevProcess) -> None:
+# Saved and run, or pasted into the interactive interpreter (which ends a block only at a blank line).
+@pytest.mark.parametrize("pasted", [False, True], ids=["saved", "pasted"])
+def test_the_readmes_server_to_server_example_runs_as_pasted(dev: DevProcess, pasted: bool) -> None:
     (exports,) = blocks("sh")
     words = shlex.split(exports.replace("\\\n", " "))
     assert words[0] == "export"
@@ -38,10 +40,13 @@ def test_the_readmes_server_to_server_example_runs_as_pasted(dev: DevProcess) ->
     environment.update(word.split("=", 1) for word in words[1:])
     environment["SERVICE_BASE_URL"] = dev.urls["service"] + "/v1"  # make dev's port here is a free one
 
-    done = subprocess.run([sys.executable, "-c", "\n".join(blocks("python"))], cwd=ROOT, env=environment,
+    code = "\n".join(blocks("python"))
+    command = [sys.executable, "-i", "-q"] if pasted else [sys.executable, "-c", code]
+    done = subprocess.run(command, input=code if pasted else None, cwd=ROOT, env=environment,
                           capture_output=True, text=True, timeout=60)
 
     assert done.returncode == 0, done.stderr
+    assert "Error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     lines = done.stdout.splitlines()
     assert lines[:3] == ["Hello ada! You said: hi", "Hello bob! You said: hi", "Hello ada! You said: hi"]
     assert int(lines[3]) > 0 and lines[4].isdigit()
