@@ -243,3 +243,13 @@ def test_a_taken_port_is_named_with_its_flag_when_the_stack_cannot_start() -> No
     assert started.returncode == 1
     assert f"port {port} (--stream-port) is taken" in started.stderr, started.stderr
     assert "Traceback" not in started.stderr
+
+
+def test_the_readmes_flags_paragraph_names_every_flag_of_make_dev_and_no_other() -> None:
+    shown = subprocess.run([sys.executable, "-m", "devstack", "--help"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    readme = (ROOT / "README.md").read_text()
+    paragraph = readme[readme.index("\nFlags ("):].split("\n\n", 1)[0]
+
+    flags = set(re.findall(r"--[a-z0-9-]+", shown)) - {"--help"}
+    assert set(re.findall(r"`(--[a-z0-9-]+)", paragraph)) == flags
