@@ -223,7 +223,8 @@ class DevStack:
         assert self.api and self.identity
         if not self.identity.cookie_name:
             return ""
-        return f"""By the {self.identity.cookie_name} session cookie (as the provider's browser SDK writes it; its Origin
+        return f"""
+By the {self.identity.cookie_name} session cookie (as the provider's browser SDK writes it; its Origin
 must be allowed):
 {cookie_example(self.api.url, self.identity.url)}"""
 
@@ -283,8 +284,7 @@ Identity provider ({self.idp}, as {shape.docs} describes it):
   HTTP API tokens checked by {verifier}; tokens by Authorization: Bearer{cookie}
 
 Try it in a shell (every answer on its own line):
-{shell_example(api, idp, stream)}
-{self._cookie_example()}
+{shell_example(api, idp, stream)}{self._cookie_example()}
 Server-to-server: a trusted backend's role signs with SigV4 and names the user per request. The dev credentials
 below are a session of {trusted.role_arn} (listed in BEHEST_TRUSTED_ROLE_ARNS); a session of
 {untrusted.role_arn} (not listed: 403 caller_not_trusted) is {untrusted.access_key} / {untrusted.secret_key} /
