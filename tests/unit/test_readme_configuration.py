@@ -104,3 +104,20 @@ def test_each_sam_local_invoke_line_names_a_function_of_the_template_and_an_even
     assert [(function, event) for function, event in invocations
             if TEMPLATE["Resources"].get(function, {}).get("Type") != "AWS::Serverless::Function"
             or not (ROOT / event).is_file()] == []
+
+
+def test_each_variables_default_in_the_readme_is_the_one_settings_py_uses() -> None:
+    defaults = {"BEHEST_" + name.removeprefix("DEFAULT_"): value for name, value in vars(settings).items()
+                if name.startswith("DEFAULT_") and isinstance(value, (int, float, str))
+                and "BEHEST_" + name.removeprefix("DEFAULT_") in configured_names()}
+    rows = [row.strip("|").split(" | ") for row in variable_rows()]
+
+    wrong = []
+    for variable, value in defaults.items():
+        written = f"{value:g}" if isinstance(value, float) else str(value)
+        cells = [row[2] for row in rows if len(row) >= 4 and f"`{variable}`" in row[0]]
+        if not cells or not all(re.search(rf"(?<![\w.]){re.escape(written)}(?![\w.])", cell) for cell in cells):
+            wrong.append((variable, written, cells))
+
+    assert len(defaults) >= 15
+    assert wrong == []
