@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import shutil
 import signal
@@ -220,15 +221,6 @@ def test_malformed_http_to_the_dev_stacks_api_gets_json_not_a_traceback(dev_stac
     assert json.loads(body) == {"message": "Content-Length must be one non-negative whole number"}
 
 
-# Last: it stops the module's stack.
-def test_ctrl_c_stops_the_whole_stack_cleanly(dev_stack: Any) -> None:
-    process, _ = dev_stack
-
-    process.send_signal(signal.SIGINT)
-
-    assert process.wait(timeout=15) == 0
-
-
 def test_a_taken_port_is_named_with_its_flag_when_the_stack_cannot_start() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -253,3 +245,28 @@ def test_the_readmes_flags_paragraph_names_every_flag_of_make_dev_and_no_other()
 
     flags = set(re.findall(r"--[a-z0-9-]+", shown)) - {"--help"}
     assert set(re.findall(r"`(--[a-z0-9-]+)", paragraph)) == flags
+
+
+def test_the_readmes_streaming_example_runs_with_a_stream_url_and_an_identity_token(dev_stack: Any) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("\n## Streaming"):readme.index("\n## Server-to-server")]
+    (example,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    _, urls = dev_stack
+    _, identity = post(urls["identity"] + "/token", {"user": "ada"})
+    environment = {**os.environ,
+                   "STREAM_BASE_URL": urls["stream"] + "/v1", "IDENTITY_TOKEN": identity["id_token"]}
+
+    ran = subprocess.run([sys.executable, "-c", example], env=environment, capture_output=True, text=True, timeout=60,
+                         check=False)
+
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "Hello ada! You said: hi\n"
+
+
+# Last: it stops the module's stack.
+def test_ctrl_c_stops_the_whole_stack_cleanly(dev_stack: Any) -> None:
+    process, _ = dev_stack
+
+    process.send_signal(signal.SIGINT)
+
+    assert process.wait(timeout=15) == 0
