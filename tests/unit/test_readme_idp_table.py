@@ -40,3 +40,22 @@ def test_each_row_says_what_the_imitation_serves(name: str) -> None:
     assert user_id.startswith(f"`{PROVIDERS[name].user_claim}`")
     expected_cookie = shape.cookie.name.replace("{ref}", "127") if shape.cookie else None
     assert (cookie == "—") if expected_cookie is None else cookie.startswith(f"`{expected_cookie}`")
+
+
+DEPLOY_TABLE = README[README.index("| `IdentityProvider` | `AuthJwtIssuer`"):].split("\n\n", 1)[0]
+DEPLOY_ROWS = {cells[0].split("`")[1]: cells for cells in
+               (line.strip("| ").split(" | ") for line in DEPLOY_TABLE.splitlines()[2:])}
+
+
+def test_the_deploy_table_has_a_row_for_each_preset_and_no_other() -> None:
+    assert set(DEPLOY_ROWS) == set(PROVIDERS)
+
+
+@pytest.mark.parametrize("name", sorted(PROVIDERS))
+def test_each_deploy_row_names_the_presets_user_claim_verifier_and_cookie(name: str) -> None:
+    preset, cells = PROVIDERS[name], DEPLOY_ROWS[name]
+    user_id, verified_by, cookie = cells[3:6]
+
+    assert user_id.startswith(f"`{preset.user_claim}`")
+    assert verified_by.startswith("the functions" if preset.function_verifies() else "the JWT authorizer")
+    assert (cookie == "—") if preset.cookie is None else cookie.startswith(f"`{preset.cookie.split('{')[0]}")
