@@ -53,6 +53,7 @@ def dev_stack() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
         "api": re.search(r"API \(token \+ chat relay\)\s+(\S+)", text),
         "identity": re.search(r"identity provider\s+(\S+)", text),
         "stream": re.search(r"streaming chat relay\s+(\S+)", text),
+        "behest": re.search(r"Behest stand-in\s+(\S+)", text),
     }
     assert all(urls.values()), text
     yield process, {**{name: match.group(1) for name, match in urls.items() if match}, "banner": text}
@@ -261,6 +262,27 @@ def test_the_readmes_streaming_example_runs_with_a_stream_url_and_an_identity_to
 
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == "Hello ada! You said: hi\n"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs curl and bash")
+def test_the_readmes_failure_examples_show_upstream_auth_failed_and_a_responses_error_event(dev_stack: Any) -> None:
+    _, urls = dev_stack
+    readme = (ROOT / "README.md").read_text()
+    faults = re.search(r"To see the failure answers.*?```sh\n(.*?)```", readme, re.DOTALL)
+    assert faults
+    local = {"http://127.0.0.1:8787": urls["behest"], "http://127.0.0.1:3000": urls["api"],
+             "http://127.0.0.1:3001": urls["stream"]}
+    sign_in = banner_block(urls["banner"], "Try it in a shell").splitlines()[:2]  # TOKEN=$(…), two lines
+    script = "\n".join([*sign_in, faults.group(1)])
+    for default, here in local.items():
+        script = script.replace(default, here)
+
+    ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+
+    lines = [line for line in ran.stdout.splitlines() if line]
+    assert json.loads(lines[1])["error"]["code"] == "upstream_auth_failed"
+    assert lines[-2] == "event: error"
+    assert json.loads(lines[-1].removeprefix("data: "))["code"] == "upstream_error"
 
 
 # Last: it stops the module's stack.
