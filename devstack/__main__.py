@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -15,6 +17,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions"))
 from behest_lambda.providers import DEFAULT_PROVIDER  # noqa: E402
 from devstack.identity import SHAPES  # noqa: E402
 from devstack.stack import DevStack, Ports  # noqa: E402
+
+
+def taken(ports: Ports) -> list[str]:
+    """The ports asked for that another process holds, each named with the flag that moves it."""
+    held = []
+    for name, port in dataclasses.asdict(ports).items():
+        with socket.socket() as probe:
+            # As the servers bind (SO_REUSEADDR): a port left in TIME_WAIT is free to them, a listening one is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                held.append(f"port {port} (--{name}-port) is taken")
+    return held
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -48,8 +64,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          allowed_origins=tuple(args.allow_origin), idp=args.idp,
                          legacy_secret=args.legacy_hs256).start()
     except OSError as e:
-        print(f"could not start the local stack: {e} (is a port taken? see --help for the port flags)",
-              file=sys.stderr)
+        held = taken(ports)
+        reason = "; ".join(held) + ": stop what holds it, or move it with that flag" if held else \
+            f"{e} (is a port taken? see --help for the port flags)"
+        print(f"could not start the local stack: {reason}", file=sys.stderr)
         return 1
     try:
         print(stack.banner(), flush=True)

@@ -40,7 +40,7 @@ from behest_lambda.routes import (
 )
 from behest_lambda.settings import AUTH_JWT_SECRET
 from behest_lambda.telemetry import Telemetry
-from devstack.iam_url import DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS, IamFunctionUrl
+from devstack.iam_url import DEV_REGION, DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS, IamFunctionUrl
 from devstack.identity import LocalIdentityProvider
 from devstack.local_api import JwtAuthorizer, LocalHttpApi
 from devstack.standin import StandinGateway
@@ -223,13 +223,10 @@ class DevStack:
         assert self.api and self.identity
         if not self.identity.cookie_name:
             return ""
-        api, idp = self.api.url, self.identity.url
-        return f"""By the {self.identity.cookie_name} session cookie (as the provider's browser SDK writes it; its Origin
+        return f"""
+By the {self.identity.cookie_name} session cookie (as the provider's browser SDK writes it; its Origin
 must be allowed):
-COOKIE=$(curl -s -X POST {idp}/token -d '{{"user": "ada", "plan": "pro"}}' | python3 -c \\
-         'import json, sys; print("; ".join(c["name"] + "=" + c["value"] for c in json.load(sys.stdin)["cookies"]))')
-curl -s -X POST {api}/api/behest/token -H "Cookie: $COOKIE" -H 'Origin: {api}'; echo
-"""
+{cookie_example(self.api.url, self.identity.url)}"""
 
     def _hs256(self) -> str:
         return ", legacy HS256 secret" if self.legacy_secret else ""
@@ -287,25 +284,13 @@ Identity provider ({self.idp}, as {shape.docs} describes it):
   HTTP API tokens checked by {verifier}; tokens by Authorization: Bearer{cookie}
 
 Try it in a shell (every answer on its own line):
-{shell_example(api, idp, stream)}
-{self._cookie_example()}
-Server-to-server: a trusted backend's role signs with SigV4 and names the user per request. The dev credentials
-below are a session of {trusted.role_arn} (listed in BEHEST_TRUSTED_ROLE_ARNS); a session of
-{untrusted.role_arn} (not listed: 403 caller_not_trusted) is {untrusted.access_key} / {untrusted.secret_key} /
-{untrusted.session_token}. In a shell:
-export AWS_ACCESS_KEY_ID={trusted.access_key} AWS_SECRET_ACCESS_KEY={trusted.secret_key} \\
-       AWS_SESSION_TOKEN={trusted.session_token} AWS_REGION=us-east-1
-then, from the repository's root, in .venv/bin/python:
-import sys
-sys.path.insert(0, "client/python")
-from openai import DefaultHttpxClient, OpenAI
-from behest_sigv4 import SigV4Auth, for_user
-client = OpenAI(base_url="{service}/v1", api_key="unused", http_client=DefaultHttpxClient(auth=SigV4Auth()))
-print(client.responses.create(model="behest-default", input="hi", extra_headers=for_user("ada")).output_text)
-
-Python, with the OpenAI SDK (.venv/bin/python has it): paste into python3 as it is, or save and run:
+{shell_example(api, idp, stream)}{self._cookie_example()}
+Server-to-server, signed with SigV4 by a session of {trusted.role_arn} (listed in
+BEHEST_TRUSTED_ROLE_ARNS; the session {untrusted.access_key} / {untrusted.secret_key} /
+{untrusted.session_token} of {untrusted.role_arn}, not listed, gets 403), from the repository's root:
+{service_example(service)}
+Python, with the OpenAI SDK: paste into .venv/bin/python (it has the SDK) as it is, or save and run it:
 {python_example(idp, stream)}
-
 Ctrl-C stops everything.
 """
 
@@ -323,11 +308,40 @@ curl -s {api}/v1/embeddings -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d '{{"input": "hello", "encoding_format": "float"}}'; echo
 curl -s {api}/v1/responses -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d '{{"input": "hi"}}'; echo
+curl -s {api}/v1/completions -H "Authorization: Bearer $TOKEN" \\
+     -H 'Content-Type: application/json' -d '{{"prompt": "hi"}}'; echo
 curl -sN {stream}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d '{{"stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
 curl -sN {stream}/v1/responses -H "Authorization: Bearer $TOKEN" \\
      -H 'Content-Type: application/json' -d '{{"stream": true, "input": "hi"}}'
 """
+
+def service_example(service: str) -> str:
+    """Shell lines that sign as the dev stack's trusted role and ask for two users in turn, pasteable as they are."""
+    trusted = DEV_TRUSTED_CREDENTIALS
+    return f"""\
+export AWS_ACCESS_KEY_ID={trusted.access_key} AWS_SECRET_ACCESS_KEY={trusted.secret_key} \\
+       AWS_SESSION_TOKEN={trusted.session_token} AWS_REGION={DEV_REGION}
+.venv/bin/python - <<'EOF'
+import sys
+sys.path.insert(0, "client/python")
+from behest_sigv4 import SigV4Auth, for_user
+from openai import DefaultHttpxClient, OpenAI
+client = OpenAI(base_url="{service}/v1", api_key="unused", http_client=DefaultHttpxClient(auth=SigV4Auth()))
+for user in ("ada", "bob"):
+    print(client.responses.create(model="behest-default", input="hi", extra_headers=for_user(user)).output_text)
+EOF
+"""
+
+
+def cookie_example(api: str, idp: str) -> str:
+    """Shell lines that sign in, keep the session cookie(s) the provider's browser SDK would write, and mint with them."""
+    return f"""\
+COOKIE=$(curl -s -X POST {idp}/token -d '{{"user": "ada", "plan": "pro"}}' | python3 -c \\
+         'import json, sys; print("; ".join(c["name"] + "=" + c["value"] for c in json.load(sys.stdin)["cookies"]))')
+curl -s -X POST {api}/api/behest/token -H "Cookie: $COOKIE" -H 'Origin: {api}'; echo
+"""
+
 
 def python_example(idp: str, stream: str) -> str:
     """A Python session that signs in as a dev user and uses the streaming relay, pasteable into python3 as it is.

@@ -201,7 +201,7 @@ def test_behest_refusing_the_token_we_minted_is_a_502_that_names_the_kid_in_the_
     stack.telemetry.flush()
     [emf] = [r["_aws"]["CloudWatchMetrics"][0] for r in stack.telemetry.records
              if "_aws" in r and "UpstreamAuthFailed" in r]
-    # As template.yaml's UpstreamAuthFailedAlarm reads it; the same record publishes it by front too.
+    # As template.yaml's UpstreamAuthFailedAlarm reads it; the same metric again with `front`, in the same record.
     assert emf["Dimensions"] == [["service"], ["service", "front"]]
 
 

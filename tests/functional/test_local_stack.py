@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import shutil
 import signal
@@ -17,7 +18,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from devstack.stack import python_example, shell_example
+from devstack.stack import cookie_example, python_example, shell_example
+from tests.dev_process import DevProcess
 from tests.support import ROOT
 
 
@@ -51,6 +53,7 @@ def dev_stack() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
         "api": re.search(r"API \(token \+ chat relay\)\s+(\S+)", text),
         "identity": re.search(r"identity provider\s+(\S+)", text),
         "stream": re.search(r"streaming chat relay\s+(\S+)", text),
+        "behest": re.search(r"Behest stand-in\s+(\S+)", text),
     }
     assert all(urls.values()), text
     yield process, {**{name: match.group(1) for name, match in urls.items() if match}, "banner": text}
@@ -176,10 +179,11 @@ def test_the_banners_shell_example_prints_each_answer_on_its_own_line(dev_stack:
     ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
 
     lines = [line for line in ran.stdout.splitlines() if line]
-    whole = [json.loads(line) for line in lines[:5]]  # mint, chat, models, embeddings, responses: one line each
+    whole = [json.loads(line) for line in lines[:6]]  # mint, chat, models, embeddings, responses, completions
     assert set(whole[0]) == {"token", "ttl", "sessionId", "expiresAt"}
     assert whole[1]["object"] == "chat.completion" and whole[4]["object"] == "response"
-    assert lines[5].startswith("data: {") and lines[-1].startswith("data: {")
+    assert whole[5]["object"] == "text_completion"
+    assert lines[6].startswith("data: {") and lines[-1].startswith("data: {")
 
 
 def test_the_readme_shows_the_banners_examples_for_the_default_ports() -> None:
@@ -188,6 +192,21 @@ def test_the_readme_shows_the_banners_examples_for_the_default_ports() -> None:
 
     assert f"```sh\n{shell_example(api, idp, stream)}```" in readme
     assert f"```python\n{python_example(idp, stream)}```" in readme
+    assert cookie_example(api, idp) in readme
+
+
+@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs curl and bash")
+@pytest.mark.parametrize("idp", ["clerk", "supabase"])
+def test_the_banners_cookie_example_mints_with_the_providers_session_cookie(idp: str) -> None:
+    stack = DevProcess("--idp", idp)
+    try:
+        script = banner_block(stack.banner, "By the ").split("must be allowed):\n", 1)[1]
+
+        ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        stack.stop()
+
+    assert set(json.loads(ran.stdout)) == {"token", "ttl", "sessionId", "expiresAt"}, ran.stdout + ran.stderr
 
 
 def test_malformed_http_to_the_dev_stacks_api_gets_json_not_a_traceback(dev_stack: Any) -> None:
@@ -201,6 +220,69 @@ def test_malformed_http_to_the_dev_stacks_api_gets_json_not_a_traceback(dev_stac
 
     assert response.status == 400
     assert json.loads(body) == {"message": "Content-Length must be one non-negative whole number"}
+
+
+def test_a_taken_port_is_named_with_its_flag_when_the_stack_cannot_start() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        started = subprocess.run(
+            [sys.executable, "-m", "devstack", "--api-port", "0", "--stream-port", str(port), "--identity-port", "0",
+             "--behest-port", "0", "--secrets-port", "0", "--service-port", "0"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+    assert started.returncode == 1
+    assert f"port {port} (--stream-port) is taken" in started.stderr, started.stderr
+    assert "Traceback" not in started.stderr
+
+
+def test_the_readmes_flags_paragraph_names_every_flag_of_make_dev_and_no_other() -> None:
+    shown = subprocess.run([sys.executable, "-m", "devstack", "--help"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    readme = (ROOT / "README.md").read_text()
+    paragraph = readme[readme.index("\nFlags ("):].split("\n\n", 1)[0]
+
+    flags = set(re.findall(r"--[a-z0-9-]+", shown)) - {"--help"}
+    assert set(re.findall(r"`(--[a-z0-9-]+)", paragraph)) == flags
+
+
+def test_the_readmes_streaming_example_runs_with_a_stream_url_and_an_identity_token(dev_stack: Any) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("\n## Streaming"):readme.index("\n## Server-to-server")]
+    (example,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    _, urls = dev_stack
+    _, identity = post(urls["identity"] + "/token", {"user": "ada"})
+    environment = {**os.environ,
+                   "STREAM_BASE_URL": urls["stream"] + "/v1", "IDENTITY_TOKEN": identity["id_token"]}
+
+    ran = subprocess.run([sys.executable, "-c", example], env=environment, capture_output=True, text=True, timeout=60,
+                         check=False)
+
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "Hello ada! You said: hi\n"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs curl and bash")
+def test_the_readmes_failure_examples_show_upstream_auth_failed_and_a_responses_error_event(dev_stack: Any) -> None:
+    _, urls = dev_stack
+    readme = (ROOT / "README.md").read_text()
+    faults = re.search(r"To see the failure answers.*?```sh\n(.*?)```", readme, re.DOTALL)
+    assert faults
+    local = {"http://127.0.0.1:8787": urls["behest"], "http://127.0.0.1:3000": urls["api"],
+             "http://127.0.0.1:3001": urls["stream"]}
+    sign_in = banner_block(urls["banner"], "Try it in a shell").splitlines()[:2]  # TOKEN=$(…), two lines
+    script = "\n".join([*sign_in, faults.group(1)])
+    for default, here in local.items():
+        script = script.replace(default, here)
+
+    ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+
+    lines = [line for line in ran.stdout.splitlines() if line]
+    assert json.loads(lines[1])["error"]["code"] == "upstream_auth_failed"
+    assert lines[-2] == "event: error"
+    assert json.loads(lines[-1].removeprefix("data: "))["code"] == "upstream_error"
 
 
 # Last: it stops the module's stack.

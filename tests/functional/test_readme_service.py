@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 
 from tests.dev_process import DevProcess
+from tests.functional.test_node_clients import NODE_DIR, node_clients_missing
 from tests.support import ROOT
 
 SECTION = re.compile(r"^## Server-to-server.*?(?=^## )", re.DOTALL | re.MULTILINE)
@@ -30,18 +31,41 @@ def dev() -> Iterator[DevProcess]:
     process.stop()
 
 
-def test_the_readmes_server_to_server_example_runs_as_pasted(dev: DevProcess) -> None:
+def readme_environment(dev: DevProcess) -> dict[str, str]:
+    """The environment after the README's shell exports, pointed at this stack's server-to-server URL."""
     (exports,) = blocks("sh")
     words = shlex.split(exports.replace("\\\n", " "))
     assert words[0] == "export"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     environment.update(word.split("=", 1) for word in words[1:])
     environment["SERVICE_BASE_URL"] = dev.urls["service"] + "/v1"  # make dev's port here is a free one
+    return environment
 
-    done = subprocess.run([sys.executable, "-c", "\n".join(blocks("python"))], cwd=ROOT, env=environment,
+
+# Saved and run, or pasted into the interactive interpreter (which ends a block only at a blank line).
+@pytest.mark.parametrize("pasted", [False, True], ids=["saved", "pasted"])
+def test_the_readmes_server_to_server_example_runs_as_pasted(dev: DevProcess, pasted: bool) -> None:
+    code = "\n".join(blocks("python"))
+    command = [sys.executable, "-i", "-q"] if pasted else [sys.executable, "-c", code]
+    done = subprocess.run(command, input=code if pasted else None, cwd=ROOT, env=readme_environment(dev),
                           capture_output=True, text=True, timeout=60)
 
     assert done.returncode == 0, done.stderr
+    assert "Error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     lines = done.stdout.splitlines()
     assert lines[:3] == ["Hello ada! You said: hi", "Hello bob! You said: hi", "Hello ada! You said: hi"]
     assert int(lines[3]) > 0 and lines[4].isdigit()
+
+
+@pytest.mark.skipif(node_clients_missing() is not None, reason=str(node_clients_missing()))
+def test_the_readmes_node_example_runs_with_the_packages_it_names(dev: DevProcess) -> None:
+    (example,) = blocks("js")
+    client = (ROOT / "client" / "node" / "behest-sigv4.mjs").as_uri()
+    assert '"./behest-sigv4.mjs"' in example
+
+    # Evaluated as a module from tests/node, where the packages its first line installs are (make node-clients).
+    done = subprocess.run(["node", "--input-type=module", "-"], input=example.replace("./behest-sigv4.mjs", client),
+                          cwd=NODE_DIR, env=readme_environment(dev), capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["Hello ada! You said: hi"]

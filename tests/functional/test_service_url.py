@@ -25,6 +25,7 @@ from botocore.credentials import Credentials
 from devstack.iam_url import DEV_REGION, DEV_TRUSTED_CREDENTIALS, DEV_UNTRUSTED_CREDENTIALS, DevCredentials
 from tests.dev_process import DevProcess
 from tests.functional.test_node_clients import NODE_DIR, node_clients_missing
+from tests.support import ROOT
 
 CHUNK_DELAY = 0.01
 HI = [{"role": "user", "content": "hi"}]
@@ -279,3 +280,13 @@ def test_openai_node_signed_by_the_node_client_serves_two_users_on_every_route(d
 @pytest.mark.skipif(node_clients_missing() is not None, reason=str(node_clients_missing()))
 def test_openai_node_signed_for_a_role_not_listed_is_refused_by_the_function(dev: DevProcess) -> None:
     assert node_client(dev, DEV_UNTRUSTED_CREDENTIALS, "refused") == {"status": 403, "code": "caller_not_trusted"}
+
+
+def test_the_banners_server_to_server_example_runs_pasted_into_a_shell(dev: DevProcess) -> None:
+    block = dev.banner.split("from the repository's root:\n", 1)[1].split("\nPython, with the OpenAI SDK", 1)[0]
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+
+    ran = subprocess.run(["bash", "-c", block], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60)
+
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == ["Hello ada! You said: hi", "Hello bob! You said: hi"]
