@@ -44,6 +44,8 @@ MAX_INPUT_ITEMS = 2048
 # is an HTTP round trip to Behest; in sign mode it is ~0.3 ms and never reused).
 REUSE_MIN_REMAINING = 120
 REUSE_MAX_ENTRIES = 1024
+# OpenAI's legacy completions API: max_tokens "defaults to 16".
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,199}")
 MAX_CACHE_KEY_CHARS = 1024
 
@@ -137,7 +139,8 @@ def completions_call(request: Request, identity: Identity, settings: RelaySettin
     _choices_within(body, ("n", "best_of"), settings.max_n)
     rewritten = dict(body)
     rewritten["user"] = identity.user_id
-    _cap(rewritten, ("max_tokens",), settings.max_tokens)
+    # The API's own default when max_tokens is absent is 16: a client sending none expects a short answer.
+    _cap(rewritten, ("max_tokens",), settings.max_tokens, absent=COMPLETIONS_DEFAULT_MAX_TOKENS)
     client_wants_usage = _usage_asked(body, rewritten) if stream else True
     return UpstreamCall("completions", "POST", "/v1/completions", rewritten, stream, _session(request), model,
                         client_wants_usage=client_wants_usage, prompt_cache_key=_cost_policy(body, settings))
@@ -263,8 +266,8 @@ def _usage_asked(body: Mapping[str, Any], rewritten: dict[str, Any]) -> bool:
     return bool(options and options.get("include_usage") is True)
 
 
-def _cap(body: dict[str, Any], names: tuple[str, ...], ceiling: int) -> None:
-    """Hold every given limit to `ceiling`; set the first name to it when none is given."""
+def _cap(body: dict[str, Any], names: tuple[str, ...], ceiling: int, absent: Optional[int] = None) -> None:
+    """Hold every given limit to `ceiling`; when none is given, set the first name to `absent` (held too) or the ceiling."""
     present = [name for name in names if body.get(name) is not None]
     for name in present:
         value = body[name]
@@ -272,7 +275,7 @@ def _cap(body: dict[str, Any], names: tuple[str, ...], ceiling: int) -> None:
             raise InvalidRequestError(f"{name} must be a positive whole number")
         body[name] = min(value, ceiling)
     if not present:
-        body[names[0]] = ceiling
+        body[names[0]] = ceiling if absent is None else min(absent, ceiling)
 
 
 def _text_or_tokens(value: Any) -> bool:

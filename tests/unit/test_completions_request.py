@@ -31,8 +31,11 @@ def test_the_sample_event_is_forwarded_for_the_verified_user_under_the_ceiling()
     assert "safety_identifier" not in forwarded.body  # not a field of the legacy API
 
 
-def test_an_absent_max_tokens_is_set_to_the_ceiling() -> None:
-    assert call({"prompt": "hi"}).body == {"prompt": "hi", "user": "user-42", "max_tokens": 4096}
+def test_an_absent_max_tokens_is_the_apis_own_default_of_16_not_the_ceiling() -> None:
+    """OpenAI's legacy completions default max_tokens to 16 (https://platform.openai.com/docs/api-reference/completions/create):
+    a client that sends none expects a short answer, so the relay must not raise it to the ceiling."""
+    assert call({"prompt": "hi"}).body == {"prompt": "hi", "user": "user-42", "max_tokens": 16}
+    assert call({"prompt": "hi"}, BEHEST_MAX_TOKENS="8").body == {"prompt": "hi", "user": "user-42", "max_tokens": 8}
 
 
 @pytest.mark.parametrize("prompt", ["hi", ["a", "b"], [1, 2, 3], [[1, 2], [3]]])
