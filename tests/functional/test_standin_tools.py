@@ -9,24 +9,11 @@ from typing import Any, Iterator
 import openai
 import pytest
 from openai.lib.streaming.chat import ChunkEvent
-from pydantic import BaseModel
 
 from devstack.standin import CHAT_PATH, RESPONSES_PATH, Fault, StandinGateway, schema_instance, usage_for
+from tests.tools import ASK, CHAT_TOOLS, RESPONSES_TOOLS, TIME, WEATHER, Weather
 
 UID = "tess"
-WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
-           "required": ["city", "days"], "additionalProperties": False}
-TIME = {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"], "additionalProperties": False}
-CHAT_TOOLS: list[Any] = [{"type": "function", "function": {"name": "weather", "parameters": WEATHER}},
-                         {"type": "function", "function": {"name": "time", "parameters": TIME}}]
-RESPONSES_TOOLS: list[Any] = [{"type": "function", "name": "weather", "parameters": WEATHER, "strict": True},
-                              {"type": "function", "name": "time", "parameters": TIME, "strict": True}]
-ASK: list[Any] = [{"role": "user", "content": "weather and time in Oslo"}]
-
-
-class Weather(BaseModel):
-    city: str
-    days: int
 
 
 @pytest.fixture

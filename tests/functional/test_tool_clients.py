@@ -15,27 +15,14 @@ from typing import Any, Iterator
 
 import openai
 import pytest
-from pydantic import BaseModel
 
 from devstack.standin import CHAT_PATH, RESPONSES_PATH, schema_instance, usage_for
 from tests.dev_process import DevProcess
 from tests.support import standin_figures
+from tests.tools import ASK, CHAT_TOOLS, RESPONSES_TOOLS, TIME, WEATHER, Weather
 
 FRONTS = ["api", "stream"]
 ROUTES = {CHAT_PATH: "chat", RESPONSES_PATH: "responses"}
-WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
-           "required": ["city", "days"], "additionalProperties": False}
-TIME = {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"], "additionalProperties": False}
-CHAT_TOOLS: list[Any] = [{"type": "function", "function": {"name": "weather", "parameters": WEATHER, "strict": True}},
-                         {"type": "function", "function": {"name": "time", "parameters": TIME, "strict": True}}]
-RESPONSES_TOOLS: list[Any] = [{"type": "function", "name": "weather", "parameters": WEATHER, "strict": True},
-                              {"type": "function", "name": "time", "parameters": TIME, "strict": True}]
-ASK: list[Any] = [{"role": "user", "content": "weather and time in Oslo"}]
-
-
-class Weather(BaseModel):
-    city: str
-    days: int
 
 
 @pytest.fixture(scope="module")

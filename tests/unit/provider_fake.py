@@ -14,9 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator, Optional
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from behest_lambda.caller_token import CallerTokenVerifier, JwksCache
+from behest_lambda.errors import UnauthenticatedError
+from behest_lambda.providers import PROVIDERS
 from tests.support import private_key
 
 DISCOVERY = "/.well-known/openid-configuration"
@@ -128,3 +132,19 @@ def serve(issuer_path: str = "/auth/v1") -> Iterator[ProviderServer]:
     server = ProviderServer(issuer_path)
     yield server
     server.stop()
+
+
+def verifier_for(provider: ProviderServer, name: str = "oidc", audience: str = AUDIENCE,
+                 **extra: Any) -> CallerTokenVerifier:
+    """The verifier a function builds for `provider` under the preset `name`, keys through its discovery document."""
+    keys = JwksCache(None, 3600, issuer=provider.issuer, timeout=2.0)
+    return CallerTokenVerifier(provider.issuer, (audience,), keys, provider=PROVIDERS[name], **extra)
+
+
+def refused(verifier: CallerTokenVerifier, token: Any, reason: str = "") -> str:
+    """The message of the 401 `verifier` answers `token` with; it must contain `reason`."""
+    with pytest.raises(UnauthenticatedError) as caught:
+        verifier.claims(token)
+    assert caught.value.status == 401
+    assert reason in caught.value.message, caught.value.message
+    return caught.value.message

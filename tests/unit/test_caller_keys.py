@@ -20,30 +20,15 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from behest_lambda import caller_token
 from behest_lambda.caller_token import CallerTokenVerifier, JwksCache
-from behest_lambda.errors import ConfigurationError, IdentityKeysUnavailableError, UnauthenticatedError
-from behest_lambda.providers import PROVIDERS
+from behest_lambda.errors import ConfigurationError, IdentityKeysUnavailableError
 from behest_lambda.settings import Settings
 from tests.support import sign_env
-from tests.unit.provider_fake import AUDIENCE, SIGNING_KEYS, ProviderServer, jwk, serve
+from tests.unit.provider_fake import AUDIENCE, SIGNING_KEYS, ProviderServer, jwk, refused, serve, verifier_for
 
 
 @pytest.fixture
 def provider() -> Iterator[ProviderServer]:
     yield from serve()
-
-
-def verifier_for(provider: ProviderServer, name: str = "oidc", audience: str = AUDIENCE,
-                 **extra: Any) -> CallerTokenVerifier:
-    keys = JwksCache(None, 3600, issuer=provider.issuer, timeout=2.0)
-    return CallerTokenVerifier(provider.issuer, (audience,), keys, provider=PROVIDERS[name], **extra)
-
-
-def refused(verifier: CallerTokenVerifier, token: str, reason: str = "") -> str:
-    with pytest.raises(UnauthenticatedError) as caught:
-        verifier.claims(token)
-    assert caught.value.status == 401
-    assert reason in caught.value.message, caught.value.message
-    return caught.value.message
 
 
 def segment(document: Any) -> str:

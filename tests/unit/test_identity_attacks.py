@@ -32,7 +32,7 @@ from behest_lambda.providers import PROVIDERS
 from behest_lambda.routes import STREAM_FUNCTION, TOKEN_FUNCTION
 from behest_lambda.settings import IdentitySettings, Settings
 from tests.support import CapturedTelemetry, load_event, sign_env
-from tests.unit.provider_fake import AUDIENCE, SIGNING_KEYS, ProviderServer, jwk, serve
+from tests.unit.provider_fake import AUDIENCE, SIGNING_KEYS, ProviderServer, jwk, refused, serve, verifier_for
 
 APP_ORIGIN = "https://app.example.com"
 
@@ -40,19 +40,6 @@ APP_ORIGIN = "https://app.example.com"
 @pytest.fixture
 def provider() -> Iterator[ProviderServer]:
     yield from serve()
-
-
-def verifier_for(provider: ProviderServer, name: str = "oidc", **extra: Any) -> CallerTokenVerifier:
-    keys = JwksCache(None, 3600, issuer=provider.issuer, timeout=2.0)
-    return CallerTokenVerifier(provider.issuer, (AUDIENCE,), keys, provider=PROVIDERS[name], **extra)
-
-
-def refused(verifier: CallerTokenVerifier, token: Any, reason: str = "") -> str:
-    with pytest.raises(UnauthenticatedError) as caught:
-        verifier.claims(token)
-    assert caught.value.status == 401
-    assert reason in caught.value.message, caught.value.message
-    return caught.value.message
 
 
 def b64(data: bytes) -> str:
