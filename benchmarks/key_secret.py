@@ -90,11 +90,13 @@ class MotoSecretsManager:
 
         self._server.start()
         self.url = f"http://127.0.0.1:{self._server.get_host_and_port()[1]}"
-        client = boto3.client("secretsmanager", endpoint_url=self.url, region_name=REGION,
-                              aws_access_key_id="bench", aws_secret_access_key="bench")
-        self.secret_arn = client.create_secret(Name=SECRET_NAME, SecretString=self._secret_string)["ARN"]
+        self._client = boto3.client("secretsmanager", endpoint_url=self.url, region_name=REGION,
+                                    aws_access_key_id="bench", aws_secret_access_key="bench")
+        self.secret_arn = self._client.create_secret(Name=SECRET_NAME, SecretString=self._secret_string)["ARN"]
         return self
 
     def __exit__(self, kind: Optional[type[BaseException]], error: Optional[BaseException],
                  trace: Optional[TracebackType]) -> None:
+        # moto keeps its accounts' state per process, across servers: the next benchmark creates the secret anew.
+        self._client.delete_secret(SecretId=self.secret_arn, ForceDeleteWithoutRecovery=True)
         self._server.stop()
