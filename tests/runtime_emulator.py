@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional, TypeVar, Union
 
+from tests.json_server import JsonHandler
+
 PREFIX = "/2018-06-01/runtime"
 DELIMITER = b"\0" * 8
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:chat-stream"
@@ -228,12 +230,12 @@ class RuntimeEmulator:
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         emulator = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802
                 if self.path != PREFIX + "/invocation/next":
-                    self._answer(404, {"errorMessage": "no such route"})
+                    self.send_json(404, {"errorMessage": "no such route"})
                     return
                 handed_out = emulator._next(self.connection)
                 if handed_out is None:
@@ -258,11 +260,11 @@ class RuntimeEmulator:
                     with emulator._changed:
                         emulator._init_errors.append(error)
                         emulator._changed.notify_all()
-                    self._answer(202, {"status": "OK"})
+                    self.send_json(202, {"status": "OK"})
                     return
                 match = _INVOCATION_PATH.fullmatch(self.path)
                 if match is None:
-                    self._answer(404, {"errorMessage": "no such route"})
+                    self.send_json(404, {"errorMessage": "no such route"})
                     return
                 request_id, kind = match.groups()
                 with emulator._changed:
@@ -270,14 +272,14 @@ class RuntimeEmulator:
                     answered = request_id in emulator._responses or request_id in emulator._errors
                 if not known or answered:
                     self.close_connection = True  # the body is left unread
-                    self._answer(400, {"errorMessage": "unknown or already answered request id"})
+                    self.send_json(400, {"errorMessage": "unknown or already answered request id"})
                     return
                 if kind == "error":
                     error = RecordedError(request_id, headers.get("lambda-runtime-function-error-type"), self._json_body())
                     with emulator._changed:
                         emulator._errors[request_id] = error
                         emulator._changed.notify_all()
-                    self._answer(202, {"status": "OK"})
+                    self.send_json(202, {"status": "OK"})
                     return
                 response = self._record_response(request_id, headers)
                 if response.cut:
@@ -286,7 +288,7 @@ class RuntimeEmulator:
                     with emulator._changed:
                         emulator._changed.notify_all()
                     return
-                self._answer(202, {"status": "OK"})
+                self.send_json(202, {"status": "OK"})
                 with emulator._changed:  # complete once the runtime has been told so
                     response.complete = True
                     emulator._changed.notify_all()
@@ -333,16 +335,6 @@ class RuntimeEmulator:
             def _drain(self) -> bytes:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-            def _answer(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
 
         return Handler
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Iterator, Optional
 
 import jwt
@@ -21,6 +21,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from behest_lambda.caller_token import CallerTokenVerifier, JwksCache
 from behest_lambda.errors import UnauthenticatedError
 from behest_lambda.providers import PROVIDERS
+from tests.json_server import JsonHandler
 from tests.support import private_key
 
 DISCOVERY = "/.well-known/openid-configuration"
@@ -60,7 +61,7 @@ class ProviderServer:
         self._stop = threading.Event()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:  # noqa: N802
                 path = self.path.split("?")[0]
                 server.fetches[path] = server.fetches.get(path, 0) + 1
@@ -76,15 +77,7 @@ class ProviderServer:
                     status, document = 200, {"keys": server.keys}
                 else:
                     status, document = 404, {"error": "not found"}
-                data = json.dumps(document).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
+                self.send_json(status, document)
 
         self.issuer_path = issuer_path
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -12,7 +12,7 @@ import hmac
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Iterator, Optional
 
 import jwt
@@ -25,6 +25,7 @@ from behest_lambda import caller_token
 from behest_lambda.caller_token import CallerTokenVerifier, JwksCache, bearer_token
 from behest_lambda.errors import ConfigurationError, IdentityKeysUnavailableError, UnauthenticatedError
 from behest_lambda.settings import Settings
+from tests.json_server import JsonHandler
 from tests.support import private_key, sign_env
 
 ISSUER = "https://issuer.example.com/pool-1"
@@ -49,20 +50,12 @@ class JwksServer:
         self._stop = threading.Event()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:  # noqa: N802
                 server.fetches += 1
                 if server.delay:
                     server._stop.wait(server.delay)
-                data = json.dumps(server.document()).encode()
-                self.send_response(server.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
+                self.send_json(server.status, server.document())
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
