@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from typing import IO, Any, Mapping, Optional
 
 from aws_lambda_powertools import Logger
@@ -130,6 +131,9 @@ class Telemetry:
         self._invocations = 0
         self._emf: Optional[EphemeralMetrics] = None
         self._metrics: dict[tuple[tuple[str, str], ...], dict[str, tuple[str, float]]] = {}
+        # Lambda runs one invocation at a time per container; make dev's local fronts run several at once through
+        # one function, sharing these metrics and the EMF builder.
+        self._metrics_lock = threading.Lock()
         # The front this function serves (http_api, function_url, service_url), set when its routes are built.
         self.front: Optional[str] = None
 
@@ -174,12 +178,17 @@ class Telemetry:
     def metric(self, name: str, value: float = 1, unit: str = "Count", **dimensions: str) -> None:
         """Count `value` under `name` with the service (+ given) dimensions; written at `flush`."""
         key = tuple(sorted((k, _dimension_value(v)) for k, v in dimensions.items()))
-        group = self._metrics.setdefault(key, {})
-        previous = group.get(name)
-        group[name] = (unit, value + (previous[1] if previous else 0))
+        with self._metrics_lock:
+            group = self._metrics.setdefault(key, {})
+            previous = group.get(name)
+            group[name] = (unit, value + (previous[1] if previous else 0))
 
     def flush(self) -> None:
         """Write the invocation's metrics: one EMF record per dimension set."""
+        with self._metrics_lock:
+            self._flush()
+
+    def _flush(self) -> None:
         groups, self._metrics = self._metrics, {}
         if groups and self._emf is None:  # built once: its construction is most of a flush's cost
             self._emf = EphemeralMetrics(namespace=self.namespace, service=self.service)

@@ -117,3 +117,33 @@ def test_a_second_telemetry_of_the_same_service_in_one_process_logs_too(capsys: 
         telemetry.info("usage", model="m")
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [line["correlation_id"] for line in lines if line.get("message") == "usage"] == ["req-1", "req-1"]
+
+
+def test_concurrent_invocations_sharing_one_telemetry_lose_no_metric_and_raise_nothing() -> None:
+    """make dev's local fronts serve threads concurrently through one function's Telemetry (Lambda never does)."""
+    import threading
+
+    stream = io.StringIO()
+    telemetry = Telemetry("behest-telemetry-threads", stream=stream)
+    failures: list[BaseException] = []
+
+    def invocations() -> None:
+        try:
+            for _ in range(1500):
+                telemetry.metric("Requests", route="chat", model="m")
+                telemetry.metric("InputTokens", 3, route="chat", model="m")
+                telemetry.flush()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            failures.append(e)
+
+    threads = [threading.Thread(target=invocations) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    records = [json.loads(line) for line in stream.getvalue().splitlines() if '"_aws"' in line]
+    # Powertools writes each metric's values as a list.
+    assert sum(sum(record.get("Requests", [])) for record in records) == 4 * 1500
+    assert sum(sum(record.get("InputTokens", [])) for record in records) == 4 * 1500 * 3
