@@ -110,10 +110,15 @@ def clock() -> Iterator[list[float]]:
 
 
 @pytest.fixture
-def unused_port() -> int:
-    """A loopback port nothing listens on (bound, read, released)."""
+def unused_port() -> Iterator[int]:
+    """A loopback port nothing listens on, held for the whole test.
+
+    Bound and never listening: a connection is refused. Released only after the test, so that no
+    server another test or make dev starts meanwhile can take it (a port released at once was taken
+    by a stand-in once, and the "unreachable" gateway answered).
+    """
     import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
