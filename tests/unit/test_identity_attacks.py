@@ -473,6 +473,12 @@ class RawServer:
         self._stop.set()
         self._socket.close()
 
+    def __enter__(self) -> RawServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def test_a_gzip_bomb_is_not_asked_for_nor_decompressed() -> None:
     bomb = gzip.compress(b" " * 5_000_000)
@@ -481,12 +487,9 @@ def test_a_gzip_bomb_is_not_asked_for_nor_decompressed() -> None:
         connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
                            + f"Content-Length: {len(bomb)}\r\n\r\n".encode() + bomb)
 
-    server = RawServer(answer)
-    try:
+    with RawServer(answer) as server:
         with pytest.raises(FetchError) as caught:
             caller_token.fetch_jwks(f"http://127.0.0.1:{server.port}/keys", 2.0)
-    finally:
-        server.stop()
     assert caught.value.reason == "malformed"
     assert b"gzip" not in server.requests[0].lower()
 
@@ -509,12 +512,9 @@ def test_a_discovery_url_that_trickles_is_cut_at_the_fetch_deadline(where: str) 
             connection.sendall(bytes([byte]))
         trickled.set()
 
-    server = RawServer(answer)
-    try:
+    with RawServer(answer) as server:
         with pytest.raises(FetchError) as caught:
             caller_token.fetch_json(f"http://127.0.0.1:{server.port}/x", 0.125, what="discovery")
-    finally:
-        server.stop()
     assert caught.value.reason == "unreachable"
     assert not trickled.is_set()
 
@@ -525,12 +525,9 @@ def test_a_jwks_url_that_redirects_is_not_followed(status: int) -> None:
         connection.sendall(f"HTTP/1.1 {status} Moved\r\nLocation: http://127.0.0.1:1/keys\r\n"
                            "Content-Length: 0\r\n\r\n".encode())
 
-    server = RawServer(answer)
-    try:
+    with RawServer(answer) as server:
         with pytest.raises(FetchError) as caught:
             caller_token.fetch_jwks(f"http://127.0.0.1:{server.port}/keys", 2.0)
-    finally:
-        server.stop()
     assert caught.value.reason == f"http_{status}"
     assert len(server.requests) == 1
 
